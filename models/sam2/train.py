@@ -1,0 +1,394 @@
+"""Train a SAM 2 model the way SAM 2's own trainer drives `SAM2Base`, on synthetic videos.
+
+Two stages, as SAM 2 itself was trained (and as was found to be needed on 2 CPU cores, docs/sam2.md):
+1. image-level: single frames with one box or one point prompt (plus, at random, one correction
+   click fed back with the previous mask logits, which is what interactive refinement needs);
+2. video: clips with memory; the first frame is prompted with a mask, a box or a point, every later
+   frame is tracked from memory; at random one later frame gets a correction click.
+Losses: focal + dice + IoU-prediction L1 + object-score BCE (models/sam2/losses.py), the object
+score trained from the first step (an untrained score hides every mask behind `torch.where`).
+
+The same loop fine-tunes an existing checkpoint on a list of corrected videos (`extra_videos`),
+mixing in replay of the pre-training domain; the data engine's retraining calls it that way.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from sam2.modeling.sam2_utils import get_next_point, sample_box_points
+from sam2.utils.misc import concat_points
+
+from models.sam2.build import build_sam2, count_parameters, save_checkpoint
+from models.sam2.losses import LossWeights, hard_iou, mask_losses
+from storage.synthetic.videos import SyntheticVideo, generate_video, video_seed
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+MIN_OBJECT_AREA = 16  # pixels; smaller slivers are not prompted (a person would not prompt them)
+
+
+@dataclass
+class TrainConfig:
+    config: str = "dataengine_s128"
+    out_dir: str = ".work/train/sam2"
+    init_checkpoint: str | None = None
+    seed: int = 1000  # dataset seed of the training videos (evaluation seeds are drawn apart)
+    domain: str = "base"
+    image_size: int = 128
+    video_frames: int = 24
+    max_objects: int = 3
+    difficulty: float = 1.0
+    pool_size: int = 240
+    pool_refresh: int = 2  # videos replaced in the pool per step (fresh data, bounded memory)
+    image_steps: int = 1700
+    image_batch: int = 16
+    image_lr: float = 3e-3
+    video_steps: int = 1200
+    clips_per_step: int = 4
+    clip_frames: int = 8
+    video_lr: float = 1.5e-3
+    # Optional wall-clock budgets (seconds) per stage: the LR schedule then follows elapsed time and
+    # the stage stops when its budget is spent; the steps reached are logged in the checkpoint.
+    image_budget_s: float | None = None
+    video_budget_s: float | None = None
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    correction_prob: float = 0.5
+    video_prompt_probs: tuple[float, float, float] = (0.4, 0.3, 0.3)  # mask, box, point
+    threads: int = 2
+    log_every: int = 25
+    val_every: int = 250
+    val_videos: int = 8
+    checkpoint_every: int = 250
+    replay_fraction: float = 0.25  # with extra_videos: share of base-domain replay samples
+    weights: dict = field(default_factory=lambda: asdict(LossWeights()))
+
+
+def normalize_frames(frames_uint8: np.ndarray) -> torch.Tensor:
+    """uint8 [N,H,W,3] -> float [N,3,H,W] with SAM 2's ImageNet normalisation."""
+    x = torch.from_numpy(np.ascontiguousarray(frames_uint8)).permute(0, 3, 1, 2).float() / 255.0
+    return (x - IMAGENET_MEAN) / IMAGENET_STD
+
+
+class VideoPool:
+    """A rolling pool of training videos: synthetic ones regenerated as training goes, plus any
+    fixed videos (corrected masklets from annotation rounds) that are always kept."""
+
+    def __init__(self, cfg: TrainConfig, extra_videos: list[SyntheticVideo] | None = None):
+        self.cfg = cfg
+        self.rng = np.random.default_rng([cfg.seed, 17])
+        self.next_index = 0
+        self.synthetic: list[SyntheticVideo] = []
+        n_syn = cfg.pool_size if not extra_videos else max(8, int(cfg.pool_size * cfg.replay_fraction))
+        for _ in range(n_syn):
+            self.synthetic.append(self._make())
+        self.extra = list(extra_videos or [])
+
+    def _make(self) -> SyntheticVideo:
+        vs = video_seed(self.cfg.seed, self.next_index)
+        self.next_index += 1
+        n_obj = int(np.random.default_rng([vs, 5]).integers(1, self.cfg.max_objects + 1))
+        return generate_video(vs, domain=self.cfg.domain, size=self.cfg.image_size,
+                              frames=self.cfg.video_frames, objects=n_obj,
+                              difficulty=self.cfg.difficulty)
+
+    def refresh(self) -> None:
+        for _ in range(self.cfg.pool_refresh):
+            self.synthetic[int(self.rng.integers(len(self.synthetic)))] = self._make()
+
+    def pick(self) -> SyntheticVideo:
+        if self.extra and self.rng.random() >= self.cfg.replay_fraction:
+            return self.extra[int(self.rng.integers(len(self.extra)))]
+        return self.synthetic[int(self.rng.integers(len(self.synthetic)))]
+
+
+def lr_at(step: int, total: int, base: float, warmup: int, min_ratio: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _empty_output_dict() -> dict:
+    return {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+
+
+def _point_prompt(masks: torch.Tensor, kind: str) -> dict:
+    """masks: bool [B,1,H,W] -> SAM 2 point_inputs (box as two corner points, or one click)."""
+    if kind == "box":
+        pts, lbl = sample_box_points(masks, noise=0.1, noise_bound=5)
+    else:
+        pts, lbl = get_next_point(gt_masks=masks, pred_masks=None, method="uniform")
+    return {"point_coords": pts, "point_labels": lbl}
+
+
+class Sam2Trainer:
+    def __init__(self, cfg: TrainConfig, extra_videos: list[SyntheticVideo] | None = None,
+                 progress: Callable[[dict], None] | None = None):
+        self.cfg = cfg
+        torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng([cfg.seed, 3])
+        self.model = build_sam2(cfg.config, cfg.init_checkpoint, device="cpu", predictor=False,
+                                mode="train")
+        self.weights = LossWeights(**cfg.weights)
+        self.pool = VideoPool(cfg, extra_videos)
+        self.out_dir = Path(cfg.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.out_dir / "train_log.jsonl"
+        self.progress = progress
+        self.started = time.time()
+        self.steps_done: dict[str, int] = {}
+        self.val_set = [
+            generate_video(video_seed(cfg.seed + 7_919_000, i), domain=cfg.domain,
+                           size=cfg.image_size, frames=cfg.video_frames,
+                           objects=1 + i % cfg.max_objects, difficulty=cfg.difficulty)
+            for i in range(cfg.val_videos)
+        ]
+
+    # ---- logging --------------------------------------------------------------------------
+    def log(self, record: dict) -> None:
+        record = {"t": round(time.time() - self.started, 1), **record}
+        with self.log_path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.progress:
+            self.progress(record)
+
+    # ---- image stage ----------------------------------------------------------------------
+    def _sample_frames(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        imgs, masks = [], []
+        while len(imgs) < n:
+            v = self.pool.pick()
+            t = int(self.rng.integers(v.num_frames))
+            areas = v.masks[t].reshape(v.masks.shape[1], -1).sum(1)
+            ok = np.flatnonzero(areas >= MIN_OBJECT_AREA)
+            if len(ok) == 0:
+                continue
+            k = int(self.rng.choice(ok))
+            frame, mask = v.frames[t], v.masks[t, k]
+            if self.rng.random() < 0.5:
+                frame, mask = frame[:, ::-1], mask[:, ::-1]
+            imgs.append(frame)
+            masks.append(mask)
+        return np.stack(imgs), np.stack(masks)
+
+    def _features(self, imgs: torch.Tensor):
+        backbone_out = self.model.forward_image(imgs)
+        _, feats, pos, sizes = self.model._prepare_backbone_features(backbone_out)
+        return feats, pos, sizes
+
+    def image_step(self) -> tuple[torch.Tensor, dict]:
+        m = self.model
+        imgs_np, masks_np = self._sample_frames(self.cfg.image_batch)
+        imgs = normalize_frames(imgs_np)
+        gt = torch.from_numpy(masks_np[:, None].copy())
+        target = gt.float()
+        feats, pos, sizes = self._features(imgs)
+        kind = "box" if self.rng.random() < 0.5 else "point"
+        points = _point_prompt(gt, kind)
+        _, sam_out, high_res_feats, pix_feat = m._track_step(
+            0, True, feats, pos, sizes, points, None, _empty_output_dict(), 1, False, None)
+        low, high, ious, obj = sam_out[3], sam_out[4], sam_out[2], sam_out[6]
+        loss, stats = mask_losses(high, ious, obj, target, self.weights)
+        if self.rng.random() < self.cfg.correction_prob:
+            new_pts, new_lbl = get_next_point(gt_masks=gt, pred_masks=high.detach() > 0,
+                                              method="uniform")
+            points2 = concat_points(points, new_pts, new_lbl)
+            out2 = m._forward_sam_heads(pix_feat, points2, low, high_res_feats, False)
+            loss2, stats2 = mask_losses(out2[4], out2[2], out2[6], target, self.weights)
+            loss = 0.5 * (loss + loss2)
+            stats["corr_iou"] = stats2.get("train_iou")
+        stats["prompt"] = kind
+        return loss, stats
+
+    # ---- video stage ----------------------------------------------------------------------
+    def _sample_clips(self):
+        cfg = self.cfg
+        frames, obj_masks, obj_clip = [], [], []
+        for c in range(cfg.clips_per_step):
+            for _ in range(20):
+                v = self.pool.pick()
+                start = int(self.rng.integers(0, v.num_frames - cfg.clip_frames + 1))
+                clip_m = v.masks[start:start + cfg.clip_frames]
+                areas0 = clip_m[0].reshape(clip_m.shape[1], -1).sum(1)
+                keep = np.flatnonzero(areas0 >= MIN_OBJECT_AREA)
+                if len(keep):
+                    break
+            clip_f = v.frames[start:start + cfg.clip_frames]
+            if self.rng.random() < 0.5:
+                clip_f, clip_m = clip_f[:, :, ::-1], clip_m[:, :, :, ::-1]
+            if self.rng.random() < 0.3:  # time reversal: objects leave instead of entering
+                clip_f, clip_m = clip_f[::-1], clip_m[::-1]
+                areas0 = clip_m[0].reshape(clip_m.shape[1], -1).sum(1)
+                keep = np.flatnonzero(areas0 >= MIN_OBJECT_AREA)
+                if not len(keep):
+                    clip_f, clip_m = clip_f[::-1], clip_m[::-1]
+                    keep = np.flatnonzero(clip_m[0].reshape(clip_m.shape[1], -1).sum(1) >= MIN_OBJECT_AREA)
+            frames.append(np.ascontiguousarray(clip_f))
+            for k in keep:
+                obj_masks.append(np.ascontiguousarray(clip_m[:, k]))
+                obj_clip.append(c)
+        return np.stack(frames), np.stack(obj_masks), np.array(obj_clip)
+
+    def run_clip(self, frames: np.ndarray, gt_masks: np.ndarray, obj_clip: np.ndarray,
+                 prompt: str, correct_frame: int | None = None, train: bool = True):
+        """Track every object of a batch of clips. frames uint8 [C,L,H,W,3], gt bool [B,L,H,W].
+        Returns per-frame (high_res_logits [B,1,H,W], ious [B,1], obj_logits [B,1])."""
+        m = self.model
+        n_clips, length = frames.shape[:2]
+        imgs = normalize_frames(frames.reshape(-1, *frames.shape[2:]))
+        feats, pos, sizes = self._features(imgs)
+        gt = torch.from_numpy(gt_masks[:, :, None].copy())  # [B,L,1,H,W]
+        output_dict = _empty_output_dict()
+        outs = []
+        for t in range(length):
+            ids = torch.from_numpy(obj_clip * length + t)
+            cur_feats = [x[:, ids] for x in feats]
+            cur_pos = [x[:, ids] for x in pos]
+            point_inputs = mask_inputs = None
+            if t == 0:
+                if prompt == "mask":
+                    mask_inputs = gt[:, 0].float()
+                else:
+                    point_inputs = _point_prompt(gt[:, 0], prompt)
+            current_out, sam_out, hr_feats, pix_feat = m._track_step(
+                t, t == 0, cur_feats, cur_pos, sizes, point_inputs, mask_inputs, output_dict,
+                length, False, None)
+            low, high, ious, obj_ptr, obj = sam_out[3], sam_out[4], sam_out[2], sam_out[5], sam_out[6]
+            frame_outs = [(high, ious, obj, t == 0 and prompt == "mask")]
+            if correct_frame is not None and t == correct_frame:
+                new_pts, new_lbl = get_next_point(gt_masks=gt[:, t], pred_masks=high.detach() > 0,
+                                                  method="uniform")
+                point_inputs = concat_points(point_inputs, new_pts, new_lbl)
+                sam_out = m._forward_sam_heads(pix_feat, point_inputs, low, hr_feats, False)
+                low, high, ious, obj_ptr, obj = sam_out[3], sam_out[4], sam_out[2], sam_out[5], sam_out[6]
+                frame_outs.append((high, ious, obj, False))
+            current_out["pred_masks"] = low
+            current_out["pred_masks_high_res"] = high
+            current_out["obj_ptr"] = obj_ptr
+            m._encode_memory_in_output(cur_feats, sizes, point_inputs, True, high, obj, current_out)
+            key = "cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"
+            output_dict[key][t] = current_out
+            outs.append(frame_outs)
+        return outs, gt
+
+    def video_step(self) -> tuple[torch.Tensor, dict]:
+        frames, gt_masks, obj_clip = self._sample_clips()
+        probs = np.array(self.cfg.video_prompt_probs, dtype=float)
+        prompt = str(self.rng.choice(["mask", "box", "point"], p=probs / probs.sum()))
+        correct = None
+        if self.rng.random() < self.cfg.correction_prob:
+            correct = int(self.rng.integers(1, self.cfg.clip_frames))
+        outs, gt = self.run_clip(frames, gt_masks, obj_clip, prompt, correct)
+        losses, ious = [], []
+        for t, frame_outs in enumerate(outs):
+            for high, pious, obj, is_given in frame_outs:
+                if is_given:
+                    continue  # the prompt mask itself is the output: nothing to learn there
+                loss, stats = mask_losses(high, pious, obj, gt[:, t].float(), self.weights)
+                losses.append(loss)
+                if "train_iou" in stats and t > 0:
+                    ious.append(stats["train_iou"])
+        total = torch.stack(losses).mean()
+        return total, {"prompt": prompt, "track_iou": float(np.mean(ious)) if ious else None,
+                       "objects": int(gt.shape[0])}
+
+    # ---- validation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Mean J over frames 1..T-1 with a first-frame mask (and box) prompt on held-out videos."""
+        self.model.eval()
+        res = {}
+        for prompt in ("mask", "box"):
+            js = []
+            for v in self.val_set:
+                areas0 = v.masks[0].reshape(v.masks.shape[1], -1).sum(1)
+                keep = np.flatnonzero(areas0 >= MIN_OBJECT_AREA)
+                if not len(keep):
+                    continue
+                outs, gt = self.run_clip(v.frames[None], np.ascontiguousarray(v.masks[:, keep].transpose(1, 0, 2, 3)),
+                                         np.zeros(len(keep), dtype=np.int64), prompt, None, train=False)
+                for t in range(1, len(outs)):
+                    high = outs[t][-1][0]
+                    js.extend(hard_iou(high, gt[:, t].float()).tolist())
+            res[f"val_j_{prompt}"] = float(np.mean(js)) if js else float("nan")
+        self.model.train()
+        return res
+
+    # ---- loop -----------------------------------------------------------------------------
+    def _run_stage(self, name: str, steps: int, lr: float, step_fn, budget_s: float | None = None) -> int:
+        cfg = self.cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        stage_start = time.time()
+        step = 0
+        while True:
+            if budget_s is not None:
+                frac = (time.time() - stage_start) / budget_s
+                if frac >= 1.0:
+                    break
+                # Map elapsed time onto the step-based schedule (same warm-up and cosine shape).
+                virtual_total = max(steps, cfg.warmup_steps + 1)
+                sched_step = max(step, int(frac * virtual_total)) if step >= cfg.warmup_steps else step
+                last = False
+            else:
+                if step >= steps:
+                    break
+                virtual_total, sched_step = steps, step
+                last = step == steps - 1
+            for g in opt.param_groups:
+                g["lr"] = lr_at(sched_step, virtual_total, lr, cfg.warmup_steps, cfg.min_lr_ratio)
+            t0 = time.time()
+            loss, stats = step_fn()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            self.pool.refresh()
+            if step % cfg.log_every == 0 or last:
+                self.log({"stage": name, "step": step, "loss": round(float(loss), 4),
+                          "lr": opt.param_groups[0]["lr"], "step_s": round(time.time() - t0, 3),
+                          **stats})
+            if (step + 1) % cfg.val_every == 0 or last:
+                self.log({"stage": name, "step": step, **self.validate()})
+            if (step + 1) % cfg.checkpoint_every == 0 or last:
+                self.save(self.out_dir / "last.pt", stage=name, step=step)
+            step += 1
+        self.steps_done[name] = step
+        if budget_s is not None:  # the budget ended the stage: validate and keep what it reached
+            self.log({"stage": name, "step": step, **self.validate()})
+            self.save(self.out_dir / "last.pt", stage=name, step=step)
+        return step
+
+    def save(self, path: Path, **meta) -> str:
+        return save_checkpoint(self.model, path, {
+            "config": self.cfg.config, "train_config": asdict(self.cfg),
+            "wall_clock_s": round(time.time() - self.started, 1), **meta})
+
+    def train(self) -> Path:
+        self.log({"event": "start", "params": count_parameters(self.model), "config": asdict(self.cfg)})
+        if self.cfg.image_steps:
+            self._run_stage("image", self.cfg.image_steps, self.cfg.image_lr, self.image_step,
+                            self.cfg.image_budget_s)
+        if self.cfg.video_steps:
+            self._run_stage("video", self.cfg.video_steps, self.cfg.video_lr, self.video_step,
+                            self.cfg.video_budget_s)
+        final = self.out_dir / "final.pt"
+        sha = self.save(final, stage="done", steps=self.steps_done)
+        self.log({"event": "done", "checkpoint": str(final), "sha256": sha,
+                  "wall_clock_s": round(time.time() - self.started, 1)})
+        return final
+
+
+def train_sam2(cfg: TrainConfig, extra_videos: Iterable[SyntheticVideo] | None = None,
+               progress: Callable[[dict], None] | None = None) -> Path:
+    return Sam2Trainer(cfg, list(extra_videos or []), progress).train()
