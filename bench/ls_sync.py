@@ -5,8 +5,9 @@ metadata database (SQLite in a temp dir unless --db-url), records N chunk tasks 
 frames, one object, ``--size`` px) with their predicted masklets, and imports them into Label
 Studio together with one annotation each (a person's correction of one frame, with a verdict).
 Then it times:
-  - bulk: ``AnnotationSync.sync_project(method="export")`` applying all N annotations (fetch +
-    validate + one transaction per annotation);
+  - bulk: ``AnnotationSync.sync_project(method="export")`` applying all N annotations (export
+    pages of 250 tasks, the next fetched while one is applied; validate; one transaction per
+    annotation);
   - per_task: for a sample of ``--sample`` tasks, one ``GET task`` each and the same apply, into a
     second copy of the database; extrapolated to N.
 Prints a human summary, and with --json one JSON object as its LAST line:

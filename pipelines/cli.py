@@ -46,6 +46,12 @@ def _register_all() -> None:
     from pipelines import cli_services
 
     cli_services.register(app)
+    from pipelines import cli_curate
+
+    cli_curate.register(app)
+    from pipelines import cli_annotate
+
+    cli_annotate.register(app)
 
 
 _register_all()

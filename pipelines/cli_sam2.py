@@ -51,7 +51,11 @@ def train_sam2_cmd(
     video_steps: int = typer.Option(2400, help="Video-stage steps (schedule length)."),
     image_minutes: Optional[float] = typer.Option(None, help="Wall-clock budget of the image stage."),
     video_minutes: Optional[float] = typer.Option(None, help="Wall-clock budget of the video stage."),
-    threads: int = typer.Option(2, help="CPU threads for torch."),
+    image_lr: float = typer.Option(3e-3, help="Peak learning rate of the image stage."),
+    video_lr: float = typer.Option(1.5e-3, help="Peak learning rate of the video stage."),
+    memory_lr_mult: float = typer.Option(5.0, help="Video stage: learning-rate multiplier of the memory path."),
+    warmup_steps: int = typer.Option(100, help="Warm-up steps of each stage."),
+    threads: int = typer.Option(2, help="CPU threads for torch (1 when other work shares the cores)."),
     register_version: bool = typer.Option(False, "--register", help="Register the result as a candidate."),
 ) -> None:
     """Train a small SAM 2 from scratch (or fine-tune) on synthetic videos, as SAM 2's trainer does."""
@@ -60,6 +64,8 @@ def train_sam2_cmd(
     cfg = TrainConfig(config=config, out_dir=str(out), seed=seed, domain=domain,
                       init_checkpoint=str(init_checkpoint) if init_checkpoint else None,
                       image_steps=image_steps, video_steps=video_steps, threads=threads,
+                      image_lr=image_lr, video_lr=video_lr, memory_lr_mult=memory_lr_mult,
+                      warmup_steps=warmup_steps,
                       image_budget_s=image_minutes * 60 if image_minutes else None,
                       video_budget_s=video_minutes * 60 if video_minutes else None)
 

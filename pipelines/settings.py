@@ -43,6 +43,18 @@ class Settings(BaseSettings):
     sam2_model_version: str | None = None
     device: str = "auto"
 
+    # FiftyOne curation (issue 6): a private MongoDB (infra/fiftyone) holds FiftyOne's datasets.
+    # Embedded default: mongod on 127.0.0.1:<fiftyone_mongod_port>, data in <work_dir>/fiftyone/.
+    # Production: a MongoDB URI (mongodb://user:pass@host:27017); then `services` starts no mongod.
+    fiftyone_database_uri: SecretStr | None = None
+    fiftyone_database_name: str = "dataengine"
+    fiftyone_mongod_port: int = 27027
+    fiftyone_app_port: int = 5151
+    # FiftyOne dataset name for an engine dataset: "<prefix><engine dataset name>".
+    fiftyone_dataset_prefix: str = ""
+    # Cosine distance under which two videos count as near-duplicates (pooled SAM 2 features).
+    fiftyone_duplicate_thresh: float = 0.02
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -77,6 +89,57 @@ class Settings(BaseSettings):
         return open_blob_store(
             self.resolved_blob_uri, endpoint_url=self.s3_endpoint_url, region=self.s3_region
         )
+
+
+    # --- FiftyOne (issue 6) ------------------------------------------------------------------------
+    @property
+    def fiftyone_dir(self) -> Path:
+        return (self.work_dir / "fiftyone").resolve()
+
+    @property
+    def fiftyone_uses_local_mongod(self) -> bool:
+        return self.fiftyone_database_uri is None
+
+    @property
+    def resolved_fiftyone_database_uri(self) -> str:
+        if self.fiftyone_database_uri is not None:
+            return self.fiftyone_database_uri.get_secret_value()
+        return f"mongodb://127.0.0.1:{self.fiftyone_mongod_port}"
+
+    def fiftyone_dataset_name(self, dataset: str) -> str:
+        return f"{self.fiftyone_dataset_prefix}{dataset}"
+
+    def fiftyone_env(self) -> dict[str, str]:
+        """The FIFTYONE_* variables FiftyOne must see when it is first imported."""
+        return {
+            "FIFTYONE_DATABASE_URI": self.resolved_fiftyone_database_uri,
+            "FIFTYONE_DATABASE_NAME": self.fiftyone_database_name,
+            "FIFTYONE_DO_NOT_TRACK": "true",
+            "FIFTYONE_DATABASE_VALIDATION": "false",  # the wheel's MongoDB 6.0.5 is older than FiftyOne wants
+            "FIFTYONE_DATABASE_ADMIN": "true",
+            "FIFTYONE_SHOW_PROGRESS_BARS": "false",
+        }
+
+    def configure_fiftyone(self) -> None:
+        """Point FiftyOne at our database. Call before anything imports `fiftyone`; if it was
+        imported already (and has not connected yet) its config object is updated too."""
+        import os
+        import sys
+
+        env = self.fiftyone_env()
+        os.environ.update(env)
+        fo = sys.modules.get("fiftyone")
+        if fo is not None:
+            fo.config.database_uri = env["FIFTYONE_DATABASE_URI"]
+            fo.config.database_name = env["FIFTYONE_DATABASE_NAME"]
+            fo.config.do_not_track = True
+            fo.config.database_validation = False
+
+    def mongod_server(self):
+        """The local mongod for FiftyOne (only meaningful when fiftyone_database_uri is unset)."""
+        from annotation.fiftyone.mongod import MongoServer
+
+        return MongoServer(port=self.fiftyone_mongod_port, base_dir=self.fiftyone_dir / "mongod")
 
 
 def load_settings(**overrides) -> Settings:

@@ -8,3 +8,4 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from tests.fixtures_db import *  # noqa: E402,F401,F403
 from tests.fixtures_s3 import *  # noqa: E402,F401,F403
 from tests.fixtures_labelstudio import *  # noqa: E402,F401,F403
+from tests.fixtures_fiftyone import *  # noqa: E402,F401,F403

@@ -381,6 +381,47 @@ class LabelStudioClient:
             pass  # a left-over export file is harmless
         return tasks
 
+    def export_tasks(self, project_id: int, *, ids: Sequence[int] | None = None) -> list[dict]:
+        """The plain export (one synchronous ``GET /api/projects/{id}/export``): every task that
+        has at least one annotation (skipped ones included), annotations in full, predictions by
+        id only. ``ids``: only these tasks (a page of a larger project; keep pages to a few
+        hundred ids, they travel in the query string)."""
+        params: dict[str, Any] = {"exportType": "JSON"}
+        if ids:
+            params["ids[]"] = [int(i) for i in ids]
+        return self._raw("GET", f"api/projects/{project_id}/export",
+                         f"export of project {project_id}", params=params).json()
+
+    # --- files -----------------------------------------------------------------------------------
+    def get_file(self, url: str) -> bytes:
+        """The bytes behind a URL the server serves to the editor (e.g. a task's frame,
+        ``/data/local-files/?d=...``), fetched with this client's credentials like a browser."""
+        path = url[len(self.url):] if url.startswith(self.url) else url
+        return self._raw("GET", path.lstrip("/"), f"GET {path[:120]}").content
+
+    # --- ML backends -------------------------------------------------------------------------------
+    def ensure_ml_backend(self, project_id: int, url: str, *, title: str = "dataengine SAM 2",
+                          interactive: bool = True, timeout_s: float = 30.0) -> int:
+        """Find (by url) or connect the project's ML backend (Label Studio calls its /health and
+        /setup on connecting: a backend that does not answer is refused here)."""
+        found = self.call(f"list ML backends of project {project_id}",
+                          self._sdk.ml.with_raw_response.list, project=project_id).response.json()
+        for b in found:
+            if b.get("url") == url:
+                return b["id"]
+        created = self.call(f"connect ML backend {url}", self._sdk.ml.with_raw_response.create,
+                            project=project_id, url=url, title=title, is_interactive=interactive,
+                            timeout=timeout_s, attempts=1).response.json()
+        return created["id"]
+
+    def predict_interactive(self, ml_backend_id: int, task_id: int, context: dict) -> dict:
+        """What the editor does on a smart click: Label Studio forwards the task and the click
+        context to the ML backend's /predict and returns its answer (``{"data": ...}`` or
+        ``{"errors": [...]}``)."""
+        return self._raw("POST", f"api/ml/{ml_backend_id}/interactive-annotating",
+                         f"interactive prediction on task {task_id}",
+                         json={"task": task_id, "context": context}).json()
+
     # --- webhooks --------------------------------------------------------------------------------
     def ensure_webhook(self, project_id: int, url: str, headers: dict[str, str],
                        actions: Sequence[str] = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED",

@@ -1,7 +1,8 @@
 """Exactly-once sync of Label Studio annotations into the database.
 
-What arrives: annotation versions, each with its task (``Delivery``), from a bulk pull (a snapshot
-export of the project, or one ``GET task`` per task) or from a webhook. The same version may arrive
+What arrives: annotation versions, each with its task (``Delivery``), from a bulk pull (Label
+Studio's export in pages of tasks, fetched while the previous page is applied; or one snapshot
+export; or one ``GET task`` per task) or from a webhook. The same version may arrive
 many times, versions may arrive out of order, and the process may die at any point.
 
 The rules that make the database end the same whatever the deliveries:
@@ -45,11 +46,12 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, and_, delete, insert, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, insert, select, update
 from sqlalchemy import exc as sa_exc
 
 from annotation.labelstudio.client import LabelStudioApiError, LabelStudioClient
@@ -69,7 +71,7 @@ from annotation.labelstudio.validate import (
     validate_annotation,
 )
 from storage.db import copy_insert
-from storage.masklets import FRAME_MASK_COLUMNS, MaskletRecord, frame_rows
+from storage.masklets import FRAME_MASK_COLUMNS
 from storage.masks import decode_rle, encode_rle
 from storage.schema import (
     ActorKind,
@@ -108,6 +110,45 @@ _CORRECTION_RANK = {MaskletStatus.CORRECTED: 0, MaskletStatus.IN_REVIEW: 1, Mask
 _VERIFICATION_STATUS = {"satisfactory": MaskletStatus.VERIFIED,
                         "unsatisfactory": MaskletStatus.IN_REVIEW}
 _VERIFICATION_RANK = {MaskletStatus.VERIFIED: 0, MaskletStatus.IN_REVIEW: 1}
+
+# Statements built once (the per-annotation transaction is the hot path of a bulk sync).
+_LOCK_ROUND = (update(AnnotationRound).where(AnnotationRound.id == bindparam("b_round"))
+               .values(status=AnnotationRound.status))
+_PRIOR = select(AppliedAnnotation.external_annotation_id, AppliedAnnotation.version,
+                AppliedAnnotation.summary, AppliedAnnotation.tool).where(
+                    AppliedAnnotation.task_id == bindparam("b_task"))
+_FIND_MASKLET = (select(Masklet.id).where(Masklet.video_id == bindparam("b_video"),
+                                          Masklet.object_id == bindparam("b_object"),
+                                          Masklet.round_id == bindparam("b_round"),
+                                          Masklet.source_kind == bindparam("b_source"))
+                 .order_by(Masklet.id).limit(1))
+_DELETE_FRAMES = delete(FrameMask).where(FrameMask.masklet_id == bindparam("b_masklet"),
+                                         FrameMask.frame_index >= bindparam("b_start"),
+                                         FrameMask.frame_index < bindparam("b_stop"))
+_DELETE_EFFORT = delete(EffortEvent).where(EffortEvent.task_id == bindparam("b_task"),
+                                           EffortEvent.actor_id == bindparam("b_actor"))
+_TASK_SYNCED = (update(AnnotationTask).where(AnnotationTask.id == bindparam("b_task"))
+                .values(status=TaskStatus.SYNCED))
+# An IN over the video's tasks (not a join): SQLite's planner would otherwise scan all of
+# applied_annotations for every annotation applied (quadratic in a bulk sync).
+# The tool is checked in Python: with it in the WHERE clause SQLite prefers the unique index
+# that starts with the tool, which covers every applied annotation.
+_KIND_SUMMARIES = (select(AppliedAnnotation.task_id, AppliedAnnotation.version,
+                          AppliedAnnotation.summary, AppliedAnnotation.tool)
+                   .where(AppliedAnnotation.task_id.in_(
+                       select(AnnotationTask.id).where(
+                           AnnotationTask.video_id == bindparam("b_video"),
+                           AnnotationTask.round_id == bindparam("b_round"),
+                           AnnotationTask.kind == bindparam("b_kind")))))
+_SET_STATUS_BY_OBJECT = (update(Masklet).where(Masklet.video_id == bindparam("b_video"),
+                                               Masklet.object_id == bindparam("b_object"),
+                                               Masklet.round_id == bindparam("b_round"),
+                                               Masklet.source_kind == bindparam("b_source"),
+                                               Masklet.status != bindparam("b_status"))
+                         .values(status=bindparam("b_status")))
+_SET_STATUS_BY_ID = (update(Masklet).where(Masklet.id == bindparam("b_masklet"),
+                                           Masklet.status != bindparam("b_status"))
+                     .values(status=bindparam("b_status")))
 
 
 # --- versions --------------------------------------------------------------------------------------
@@ -245,7 +286,7 @@ class _Prepared:
     actor_id: str
     summary: dict
     validated: ValidatedAnnotation | None = None
-    rles: dict[int, dict[int, dict]] = field(default_factory=dict)  # slot -> frame -> COCO RLE
+    rles: dict[int, list[tuple]] = field(default_factory=dict)  # slot -> frame rows (no masklet id)
     effort: dict[int, dict] = field(default_factory=dict)  # slot -> counts
 
 
@@ -269,26 +310,57 @@ class AnnotationSync:
     # -- pulling ------------------------------------------------------------------------------------
     def sync_project(self, client: LabelStudioClient, project_id: int, *, method: str = "export",
                      after_fetch: Callable[[list[Delivery]], None] | None = None,
-                     check_deleted: bool = True) -> SyncReport:
+                     check_deleted: bool = True, page_tasks: int = 250) -> SyncReport:
         """Pull the project's annotations and apply what is new.
 
-        ``method="export"``: one snapshot export (the bulk path); ``"per_task"``: one ``GET task``
-        per task recorded here (the slow path, kept for comparison and for small catch-ups).
-        ``after_fetch(deliveries)`` runs between fetching and applying (a crash there loses
-        nothing: the next sync fetches the same versions again)."""
+        ``method="export"`` (the bulk path): the tasks recorded here are read with Label Studio's
+        export in pages of ``page_tasks`` tasks (only annotated ones come back, annotations in
+        full), the next page being fetched while the current one is applied;
+        ``"snapshot"``: one server-side snapshot export of the whole project;
+        ``"per_task"``: one ``GET task`` per task recorded here (the slow path, kept for
+        comparison and small catch-ups). ``after_fetch(deliveries)`` runs after each fetch,
+        before anything of it is applied (a crash there loses nothing: the next sync fetches the
+        same versions again). Tasks recorded here that Label Studio no longer has are reported
+        (``deleted_tasks``) and, if still open, cancelled."""
         report = SyncReport()
-        t0 = time.perf_counter()
         rows = self._task_rows(project_id)
+        t0 = time.perf_counter()
+        in_ls: set[int] | None = None
+        if check_deleted and method != "per_task":
+            in_ls = {int(t["id"]) for t in client.iter_tasks(project_id, include="id")}
+            report.requests += 1
+        report.fetch_s += time.perf_counter() - t0
+
+        def fetched(deliveries: list[Delivery]) -> list[Delivery]:
+            report.fetched += len(deliveries)
+            if after_fetch is not None:
+                after_fetch(deliveries)
+            return deliveries
+
         if method == "export":
+            ids = sorted(rows) if in_ls is None else sorted(set(rows) & in_ls)
+            pages = [ids[i:i + page_tasks] for i in range(0, len(ids), max(1, page_tasks))]
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ls-export") as pool:
+                nxt = pool.submit(client.export_tasks, project_id, ids=pages[0]) if pages else None
+                for k in range(len(pages)):
+                    t0 = time.perf_counter()
+                    tasks = nxt.result()
+                    report.requests += 1
+                    nxt = (pool.submit(client.export_tasks, project_id, ids=pages[k + 1])
+                           if k + 1 < len(pages) else None)
+                    report.fetch_s += time.perf_counter() - t0
+                    page = fetched(deliveries_from_tasks(tasks, project_id, "export"))
+                    self.apply(page, report=report, task_rows=rows)
+        elif method == "snapshot":
+            t0 = time.perf_counter()
             tasks = client.export_snapshot(project_id, include_skipped=True)
             report.requests += 1
-            deliveries = deliveries_from_tasks(tasks, project_id, "export")
-            if check_deleted:
-                in_ls = {int(t["id"]) for t in client.iter_tasks(project_id, include="id")}
-                report.requests += 1
-                report.deleted_tasks = sorted(set(rows) - in_ls)
+            report.fetch_s += time.perf_counter() - t0
+            self.apply(fetched(deliveries_from_tasks(tasks, project_id, "export")),
+                       report=report, task_rows=rows)
         elif method == "per_task":
             deliveries = []
+            t0 = time.perf_counter()
             for ext_id in sorted(rows):
                 report.requests += 1
                 try:
@@ -299,33 +371,35 @@ class AnnotationSync:
                         continue
                     raise
                 deliveries += deliveries_from_tasks([task], project_id, "task")
+            report.fetch_s += time.perf_counter() - t0
+            self.apply(fetched(deliveries), report=report, task_rows=rows)
         else:
-            raise ValueError(f"unknown sync method {method!r}: use 'export' or 'per_task'")
-        report.fetched = len(deliveries)
-        report.fetch_s = time.perf_counter() - t0
-        if after_fetch is not None:
-            after_fetch(deliveries)
+            raise ValueError(f"unknown sync method {method!r}: use 'export', 'snapshot' or 'per_task'")
+        if in_ls is not None:
+            report.deleted_tasks = sorted(set(rows) - in_ls)
         if report.deleted_tasks:
             self._mark_deleted(project_id, report.deleted_tasks)
-        self.apply(deliveries, report=report, task_rows=rows)
         return report
 
     # -- applying -----------------------------------------------------------------------------------
     def apply(self, deliveries: Iterable[Delivery], *, report: SyncReport | None = None,
-              task_rows: Mapping[int, _TaskRow] | None = None) -> SyncReport:
+              task_rows: Mapping[int, _TaskRow] | None = None,
+              prefetch_batch: int = 500) -> SyncReport:
         """Apply deliveries (any order, any repeats): oldest version first, each in its own
-        transaction; versions already applied are skipped without a transaction."""
+        transaction; versions already applied are skipped without a transaction. The predicted
+        masks the effort is measured against are read ``prefetch_batch`` deliveries at a time."""
         report = report if report is not None else SyncReport()
         t0 = time.perf_counter()
         items = sorted(deliveries, key=lambda d: (d.version, d.annotation_id))
-        if not report.fetched:
-            report.fetched = len(items)
+        if report is not None and report.fetched == 0 and not report.requests:
+            report.fetched = len(items)  # deliveries handed in directly (webhooks, tests)
         applied = self._applied_versions({d.annotation_id for d in items})
         seen: set[tuple[str, str]] = set()
         rows_cache: dict[tuple[int | None, int], _TaskRow | None] = {}
         if task_rows:
             for ext, r in task_rows.items():
                 rows_cache[(int(r.project_id), ext)] = r
+        todo: list[tuple[Delivery, _TaskRow | None]] = []
         for d in items:
             key = (d.annotation_id, d.version)
             done = applied.get(d.annotation_id, ())
@@ -339,14 +413,17 @@ class AnnotationSync:
             ck = (d.project_id, d.task_id)
             if ck not in rows_cache:
                 rows_cache[ck] = self._task_row(d.project_id, d.task_id)
-            outcome = self.apply_one(d, task_row=rows_cache[ck], report=report)
-            if outcome == "applied" or outcome == "cancelled":
-                applied.setdefault(d.annotation_id, set()).add(d.version)
+            todo.append((d, rows_cache[ck]))
+        for b in range(0, len(todo), max(1, prefetch_batch)):
+            batch = todo[b:b + prefetch_batch]
+            cache = self._prefetch_predictions(batch)
+            for d, row in batch:
+                self.apply_one(d, task_row=row, report=report, _predictions=cache)
         report.apply_s += time.perf_counter() - t0
         return report
 
     def apply_one(self, d: Delivery, *, task_row: _TaskRow | None = None,
-                  report: SyncReport | None = None) -> str:
+                  report: SyncReport | None = None, _predictions: dict | None = None) -> str:
         """Apply one delivery in one transaction. Returns ``applied``, ``cancelled``,
         ``duplicate``, ``stale``, ``invalid`` or ``unknown_task`` (also counted in ``report``)."""
         report = report if report is not None else SyncReport()
@@ -358,7 +435,7 @@ class AnnotationSync:
                         d.annotation_id, d.task_id, d.project_id)
             return "unknown_task"
         try:
-            prep = self._prepare(d, task_row)
+            prep = self._prepare(d, task_row, _predictions)
         except AnnotationInvalid as exc:
             report.invalid[d.task_id] = [str(i) for i in exc.issues]
             log.warning("%s", exc)
@@ -372,7 +449,7 @@ class AnnotationSync:
         return outcome
 
     # -- preparation (no writes) --------------------------------------------------------------------
-    def _prepare(self, d: Delivery, row: _TaskRow) -> _Prepared:
+    def _prepare(self, d: Delivery, row: _TaskRow, cache: dict | None = None) -> _Prepared:
         ann = d.annotation
         version = d.version
         result, marker = split_marker(ann.get("result"))
@@ -401,7 +478,7 @@ class AnnotationSync:
             raise AnnotationInvalid([Issue("bad_task_data", m) for m in mismatch],
                                     task_id=d.task_id, annotation_id=ann.get("id"))
         prep.validated = v
-        predicted = self._predictions(row, spec)
+        predicted = self._predictions(row, spec, cache)
         changed = frames_changed(v, predicted)
         regions = edited_regions(result, slot_of_label)
         lead = summary["lead_time"] or 0.0
@@ -432,7 +509,8 @@ class AnnotationSync:
         if row.kind == CORRECTION:
             for o in spec.objects:
                 m = v.masks[o.slot]
-                prep.rles[o.slot] = {row.frame_start + t: encode_rle(m[t]) for t in range(spec.n_frames)}
+                prep.rles[o.slot] = [_frame_values(row.frame_start + t, m[t])
+                                     for t in range(spec.n_frames)]
         return prep
 
     def _actor(self, ann: Mapping, marker: ActorMarker | None) -> tuple[ActorKind, str]:
@@ -445,28 +523,60 @@ class AnnotationSync:
             return ActorKind.SCRIPTED_ANNOTATOR, f"{SCRIPTED_ANNOTATOR}:labelstudio-user-{user}"
         return ActorKind.HUMAN, f"labelstudio:user:{user}"
 
-    def _predictions(self, row: _TaskRow, spec) -> dict[int, np.ndarray]:
+    def _predictions(self, row: _TaskRow, spec, cache: dict | None = None) -> dict[int, np.ndarray]:
         """Per slot, the predicted masks of the chunk from the masklet named in the task data
         (``masklet_id``); a slot without one counts as an empty prediction."""
         ids = {o.slot: int(o.masklet_id) for o in spec.objects if o.masklet_id is not None}
-        out: dict[int, np.ndarray] = {}
         if not ids:
-            return out
+            return {}
+        if cache is None or any(mid not in cache for mid in ids.values()):
+            cache = self._read_frames({mid: [(row.frame_start, row.frame_stop)] for mid in ids.values()})
         T, H, W = spec.n_frames, spec.height, spec.width
-        q = (select(FrameMask.masklet_id, FrameMask.frame_index, FrameMask.rle_counts,
-                    FrameMask.height, FrameMask.width)
-             .where(FrameMask.masklet_id.in_(list(ids.values())),
-                    FrameMask.frame_index >= row.frame_start, FrameMask.frame_index < row.frame_stop))
-        by_masklet: dict[int, np.ndarray] = {mid: np.zeros((T, H, W), bool) for mid in ids.values()}
-        with self.engine.connect() as conn:
-            for mid, t, counts, h, w in conn.execute(q):
+        out: dict[int, np.ndarray] = {}
+        for slot, mid in ids.items():
+            stack = np.zeros((T, H, W), bool)
+            frames = cache.get(mid, {})
+            for t in range(row.frame_start, row.frame_stop):
+                got = frames.get(t)
+                if got is None:
+                    continue
+                counts, h, w = got
                 if (h, w) != (H, W):
                     raise AnnotationInvalid([Issue("bad_size", f"predicted masklet {mid} frame {t} is "
                                                    f"{w}x{h}, task frames are {W}x{H}")],
                                             task_id=row.external_task_id)
-                by_masklet[mid][t - row.frame_start] = decode_rle({"size": [h, w], "counts": counts})
-        for slot, mid in ids.items():
-            out[slot] = by_masklet[mid]
+                stack[t - row.frame_start] = decode_rle({"size": [h, w], "counts": counts})
+            out[slot] = stack
+        return out
+
+    def _prefetch_predictions(self, batch: Sequence[tuple[Delivery, _TaskRow | None]]) -> dict:
+        ranges: dict[int, list[tuple[int, int]]] = {}
+        for d, row in batch:
+            if row is None or row.kind != CORRECTION:
+                continue
+            data = d.task.get("data") if isinstance(d.task, Mapping) else None
+            for o in (data or {}).get("objects") or []:
+                mid = o.get("masklet_id") if isinstance(o, Mapping) else None
+                if isinstance(mid, int) and not isinstance(mid, bool):
+                    ranges.setdefault(mid, []).append((row.frame_start, row.frame_stop))
+        return self._read_frames(ranges) if ranges else {}
+
+    def _read_frames(self, ranges: Mapping[int, Sequence[tuple[int, int]]]) -> dict:
+        """{masklet id: {frame: (counts, h, w)}} for the frame ranges asked for."""
+        out: dict[int, dict[int, tuple]] = {mid: {} for mid in ranges}
+        ids = sorted(ranges)
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                lo = min(a for mid in part for a, _ in ranges[mid])
+                hi = max(b for mid in part for _, b in ranges[mid])
+                q = (select(FrameMask.masklet_id, FrameMask.frame_index, FrameMask.rle_counts,
+                            FrameMask.height, FrameMask.width)
+                     .where(FrameMask.masklet_id.in_(part), FrameMask.frame_index >= lo,
+                            FrameMask.frame_index < hi))
+                for mid, t, counts, h, w in conn.execute(q):
+                    if any(a <= t < b for a, b in ranges[mid]):
+                        out[mid][t] = (counts, h, w)
         return out
 
     # -- the transaction ----------------------------------------------------------------------------
@@ -477,13 +587,9 @@ class AnnotationSync:
             trans = conn.begin()
             try:
                 # Serialise appliers of this round (row lock / SQLite write lock), first statement.
-                conn.execute(update(AnnotationRound).where(AnnotationRound.id == row.round_id)
-                             .values(status=AnnotationRound.status))
-                prior = conn.execute(
-                    select(AppliedAnnotation.external_annotation_id, AppliedAnnotation.version,
-                           AppliedAnnotation.summary)
-                    .where(AppliedAnnotation.task_id == row.id, AppliedAnnotation.tool == self.tool)
-                ).all()
+                conn.execute(_LOCK_ROUND, {"b_round": row.round_id})
+                prior = [(a, v, s) for a, v, s, tool in conn.execute(_PRIOR, {"b_task": row.id})
+                         if tool == self.tool]
                 mine = [v for a, v, _ in prior if a == ann_id]
                 if p.version in mine:
                     trans.rollback()
@@ -491,9 +597,9 @@ class AnnotationSync:
                 if mine and max(mine) > p.version:
                     trans.rollback()
                     return "stale"
-                conn.execute(insert(AppliedAnnotation).values(
-                    task_id=row.id, tool=self.tool, external_annotation_id=ann_id,
-                    version=p.version, summary=p.summary))
+                conn.execute(insert(AppliedAnnotation), {
+                    "task_id": row.id, "tool": self.tool, "external_annotation_id": ann_id,
+                    "version": p.version, "summary": p.summary})
                 if not p.cancelled:
                     newer_other = any(
                         a != ann_id and v > p.version and isinstance(s, Mapping)
@@ -502,8 +608,7 @@ class AnnotationSync:
                     masklets = self._write_masklets(conn, p, write_masks=not newer_other)
                     self._write_effort(conn, p, masklets)
                     self._recompute_statuses(conn, p)
-                conn.execute(update(AnnotationTask).where(AnnotationTask.id == row.id)
-                             .values(status=TaskStatus.SYNCED))
+                conn.execute(_TASK_SYNCED, {"b_task": row.id})
                 if self.before_commit is not None:
                     self.before_commit(p.delivery)
                 trans.commit()
@@ -530,14 +635,10 @@ class AnnotationSync:
             return {o.slot: (int(o.masklet_id) if o.masklet_id is not None else None)
                     for o in spec.objects}
         source = self._source_kind(p)
-        frame_rows_all = []
+        rows: list[tuple] = []
         for o in spec.objects:
-            mid = conn.execute(
-                select(Masklet.id).where(Masklet.video_id == row.video_id,
-                                         Masklet.object_id == o.object_id,
-                                         Masklet.round_id == row.round_id,
-                                         Masklet.source_kind == source)
-                .order_by(Masklet.id).limit(1)).scalar()
+            mid = conn.execute(_FIND_MASKLET, {"b_video": row.video_id, "b_object": o.object_id,
+                                               "b_round": row.round_id, "b_source": source}).scalar()
             if mid is None:
                 if not write_masks:
                     out[o.slot] = None
@@ -549,19 +650,16 @@ class AnnotationSync:
                 ).returning(Masklet.id)).scalar_one()
             out[o.slot] = mid
             if write_masks:
-                conn.execute(delete(FrameMask).where(FrameMask.masklet_id == mid,
-                                                     FrameMask.frame_index >= row.frame_start,
-                                                     FrameMask.frame_index < row.frame_stop))
-                rec = MaskletRecord(object_id=o.object_id, label=o.label, rles=p.rles[o.slot])
-                frame_rows_all.extend(frame_rows(mid, rec))
-        if frame_rows_all:
-            copy_insert(conn, FrameMask, frame_rows_all, FRAME_MASK_COLUMNS)
+                conn.execute(_DELETE_FRAMES, {"b_masklet": mid, "b_start": row.frame_start,
+                                              "b_stop": row.frame_stop})
+                rows.extend((mid, *r) for r in p.rles[o.slot])
+        if rows:
+            copy_insert(conn, FrameMask, rows, FRAME_MASK_COLUMNS)
         return out
 
     def _write_effort(self, conn, p: _Prepared, masklets: Mapping[int, int | None]) -> None:
         row = p.task
-        conn.execute(delete(EffortEvent).where(EffortEvent.task_id == row.id,
-                                               EffortEvent.actor_id == p.actor_id))
+        conn.execute(_DELETE_EFFORT, {"b_task": row.id, "b_actor": p.actor_id})
         if row.kind == VERIFICATION:
             mode = EffortMode.REVIEW
         else:
@@ -577,13 +675,10 @@ class AnnotationSync:
         """Masklet statuses from the newest applied annotation of every task of this video and
         round (and kind): independent of the order annotations arrived in."""
         row = p.task
-        q = (select(AppliedAnnotation.task_id, AppliedAnnotation.version, AppliedAnnotation.summary)
-             .join(AnnotationTask, AnnotationTask.id == AppliedAnnotation.task_id)
-             .where(AnnotationTask.video_id == row.video_id, AnnotationTask.round_id == row.round_id,
-                    AnnotationTask.kind == row.kind, AppliedAnnotation.tool == self.tool))
         newest: dict[tuple[int, str], tuple[str, dict]] = {}
-        for task_id, version, summary in conn.execute(q):
-            if not isinstance(summary, Mapping) or summary.get("cancelled"):
+        for task_id, version, summary, tool in conn.execute(_KIND_SUMMARIES, {
+                "b_video": row.video_id, "b_round": row.round_id, "b_kind": row.kind}):
+            if tool != self.tool or not isinstance(summary, Mapping) or summary.get("cancelled"):
                 continue
             actor = summary.get("actor_kind") if row.kind == CORRECTION else "any"
             k = (task_id, actor)
@@ -605,10 +700,9 @@ class AnnotationSync:
                         status[oid] = st
             source = self._source_kind(p)
             for oid, st in status.items():
-                conn.execute(update(Masklet).where(
-                    Masklet.video_id == row.video_id, Masklet.object_id == oid,
-                    Masklet.round_id == row.round_id, Masklet.source_kind == source,
-                    Masklet.status != st).values(status=st))
+                conn.execute(_SET_STATUS_BY_OBJECT, {
+                    "b_video": row.video_id, "b_object": oid, "b_round": row.round_id,
+                    "b_source": source, "b_status": st})
         else:
             wanted = {o["masklet_id"] for o in p.summary["objects"] if o.get("masklet_id") is not None}
             status = {}
@@ -621,8 +715,7 @@ class AnnotationSync:
                     if mid not in status or _VERIFICATION_RANK[st] > _VERIFICATION_RANK[status[mid]]:
                         status[mid] = st
             for mid, st in status.items():
-                conn.execute(update(Masklet).where(Masklet.id == int(mid), Masklet.status != st)
-                             .values(status=st))
+                conn.execute(_SET_STATUS_BY_ID, {"b_masklet": int(mid), "b_status": st})
 
     # -- lookups ------------------------------------------------------------------------------------
     def _task_rows(self, project_id: int) -> dict[int, _TaskRow]:
@@ -672,6 +765,21 @@ class AnnotationSync:
             ).values(status=TaskStatus.CANCELLED))
         log.warning("project %s: %d task(s) recorded here no longer exist in Label Studio: %s",
                     project_id, len(ext_ids), list(ext_ids)[:20])
+
+
+def _frame_values(frame_index: int, mask: np.ndarray) -> tuple:
+    """A frame_masks row without its masklet id (FRAME_MASK_COLUMNS[1:]): COCO RLE, area and the
+    tight box (pycocotools' toBbox convention, [0, 0, 0, 0] when empty) from the mask itself."""
+    rle = encode_rle(mask)
+    h, w = mask.shape
+    rows = np.flatnonzero(mask.any(1))
+    if rows.size:
+        cols = np.flatnonzero(mask.any(0))
+        box = (float(cols[0]), float(rows[0]), float(cols[-1] - cols[0] + 1), float(rows[-1] - rows[0] + 1))
+    else:
+        box = (0.0, 0.0, 0.0, 0.0)
+    return (int(frame_index), rle["counts"], int(h), int(w), int(np.count_nonzero(mask)), *box,
+            None, None)
 
 
 def _num(v: Any) -> float | None:

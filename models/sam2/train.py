@@ -27,10 +27,9 @@ from sam2.utils.misc import concat_points
 
 from models.sam2.build import build_sam2, count_parameters, save_checkpoint
 from models.sam2.losses import LossWeights, hard_iou, mask_losses
+from models.sam2.predict import IMAGENET_MEAN, IMAGENET_STD
 from storage.synthetic.videos import SyntheticVideo, generate_video, video_seed
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 MIN_OBJECT_AREA = 16  # pixels; smaller slivers are not prompted (a person would not prompt them)
 
 
@@ -70,11 +69,17 @@ class TrainConfig:
     val_videos: int = 8
     checkpoint_every: int = 250
     replay_fraction: float = 0.25  # with extra_videos: share of base-domain replay samples
+    # The memory path (memory encoder + attention, object pointers) learns this much faster than
+    # the rest in the video stage: its gradients are small next to the image encoder's.
+    memory_lr_mult: float = 5.0
+    # At the start of the video stage, scale the memory encoder's image projection so that the
+    # image and the mask contribute comparably to a memory (see balance_memory_encoder).
+    balance_memory: bool = True
     weights: dict = field(default_factory=lambda: asdict(LossWeights()))
 
 
 def normalize_frames(frames_uint8: np.ndarray) -> torch.Tensor:
-    """uint8 [N,H,W,3] -> float [N,3,H,W] with SAM 2's ImageNet normalisation."""
+    """uint8 [N,H,W,3] -> float [N,3,H,W] with SAM 2's ImageNet normalisation (the predictor's)."""
     x = torch.from_numpy(np.ascontiguousarray(frames_uint8)).permute(0, 3, 1, 2).float() / 255.0
     return (x - IMAGENET_MEAN) / IMAGENET_STD
 
@@ -302,6 +307,74 @@ class Sam2Trainer:
         return total, {"prompt": prompt, "track_iou": float(np.mean(ious)) if ious else None,
                        "objects": int(gt.shape[0])}
 
+    @torch.no_grad()
+    def balance_memory_encoder(self, ratio: float = 1.0) -> float | None:
+        """Rescale `memory_encoder.pix_feat_proj` so its output is `ratio` times the mask
+        embedding's magnitude. After image-level training the backbone features are large (mean
+        |x| ~100 here), so a memory is 98% image and 2% mask: it cannot tell objects apart and
+        video training never learns to track (masks came out identical whichever object was
+        prompted). The projection's direction is kept; only its scale changes."""
+        me = self.model.memory_encoder
+        frames, gt_masks, obj_clip = self._sample_clips()
+        imgs = normalize_frames(frames[:, 0])
+        feats, _, sizes = self._features(imgs)
+        h, w = sizes[-1]
+        pix = feats[-1].permute(1, 2, 0).reshape(imgs.shape[0], -1, h, w)[torch.from_numpy(obj_clip)]
+        masks = torch.from_numpy(gt_masks[:, :1].copy()).float()
+        masks = masks * self.model.sigmoid_scale_for_mem_enc + self.model.sigmoid_bias_for_mem_enc
+        pix_mag = float(me.pix_feat_proj(pix).abs().mean())
+        mask_mag = float(me.mask_downsampler(masks).abs().mean())
+        if pix_mag <= ratio * mask_mag:
+            return None
+        factor = ratio * mask_mag / pix_mag
+        me.pix_feat_proj.weight.mul_(factor)
+        if me.pix_feat_proj.bias is not None:
+            me.pix_feat_proj.bias.mul_(factor)
+        return factor
+
+    @torch.no_grad()
+    def balance_memory_attention(self, ratio: float = 0.5) -> list[float]:
+        """Scale each memory-attention layer's cross-attention output projection so that what it
+        adds to the current frame's features is `ratio` times their magnitude. The current
+        features enter the residual stream at the backbone's scale (~100 after image training)
+        while the cross-attention adds O(1): memory then moves the features by ~0.1% and the
+        decoder cannot see which object it is tracking."""
+        ma = self.model.memory_attention
+        frames, gt_masks, obj_clip = self._sample_clips()
+        captured: list[tuple[float, float]] = []
+
+        def hook(layer):
+            def fn(module, args, kwargs, output):
+                captured.append((float(kwargs["q"].abs().mean()), float(output.abs().mean())))
+            return fn
+
+        tgt_mags: list[float] = []
+
+        def layer_hook(module, args, kwargs):
+            tgt_mags.append(float(kwargs.get("tgt", args[0] if args else None).abs().mean()))
+
+        handles = [layer.cross_attn_image.register_forward_hook(hook(layer), with_kwargs=True)
+                   for layer in ma.layers]
+        handles += [layer.register_forward_pre_hook(layer_hook, with_kwargs=True) for layer in ma.layers]
+        try:
+            self.model.eval()
+            self.run_clip(frames[:, :2], np.ascontiguousarray(gt_masks[:, :2]), obj_clip, "mask", None, train=False)
+        finally:
+            self.model.train()
+            for h in handles:
+                h.remove()
+        factors = []
+        n = len(ma.layers)
+        for i, layer in enumerate(ma.layers):
+            tgt = np.mean(tgt_mags[i::n]) if tgt_mags else 1.0
+            out = np.mean([c[1] for c in captured[i::n]]) if captured else 1.0
+            factor = float(ratio * tgt / max(out, 1e-6))
+            if factor > 1.0:
+                layer.cross_attn_image.out_proj.weight.mul_(factor)
+                layer.cross_attn_image.out_proj.bias.mul_(factor)
+            factors.append(round(factor, 3))
+        return factors
+
     # ---- validation -----------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict:
@@ -328,7 +401,14 @@ class Sam2Trainer:
     def _run_stage(self, name: str, steps: int, lr: float, step_fn, budget_s: float | None = None) -> int:
         cfg = self.cfg
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        memory_prefixes = ("memory_encoder.", "memory_attention.", "obj_ptr_proj.", "obj_ptr_tpos_proj.",
+                           "maskmem_tpos_enc", "no_obj_embed_spatial", "no_obj_ptr")
+        mult = cfg.memory_lr_mult if name == "video" else 1.0
+        memory = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith(memory_prefixes)]
+        memory_ids = {id(p) for p in memory}
+        rest = [p for p in params if id(p) not in memory_ids]
+        opt = torch.optim.AdamW([{"params": rest, "lr_mult": 1.0}, {"params": memory, "lr_mult": mult}],
+                                lr=lr, weight_decay=cfg.weight_decay)
         stage_start = time.time()
         step = 0
         while True:
@@ -346,16 +426,17 @@ class Sam2Trainer:
                 virtual_total, sched_step = steps, step
                 last = step == steps - 1
             for g in opt.param_groups:
-                g["lr"] = lr_at(sched_step, virtual_total, lr, cfg.warmup_steps, cfg.min_lr_ratio)
+                g["lr"] = g["lr_mult"] * lr_at(sched_step, virtual_total, lr, cfg.warmup_steps, cfg.min_lr_ratio)
             t0 = time.time()
             loss, stats = step_fn()
+            loss_value = float(loss.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             self.pool.refresh()
             if step % cfg.log_every == 0 or last:
-                self.log({"stage": name, "step": step, "loss": round(float(loss), 4),
+                self.log({"stage": name, "step": step, "loss": round(loss_value, 4),
                           "lr": opt.param_groups[0]["lr"], "step_s": round(time.time() - t0, 3),
                           **stats})
             if (step + 1) % cfg.val_every == 0 or last:
@@ -380,6 +461,10 @@ class Sam2Trainer:
             self._run_stage("image", self.cfg.image_steps, self.cfg.image_lr, self.image_step,
                             self.cfg.image_budget_s)
         if self.cfg.video_steps:
+            if self.cfg.balance_memory:
+                factor = self.balance_memory_encoder()
+                attn = self.balance_memory_attention()
+                self.log({"event": "balance_memory", "encoder_factor": factor, "attention_factors": attn})
             self._run_stage("video", self.cfg.video_steps, self.cfg.video_lr, self.video_step,
                             self.cfg.video_budget_s)
         final = self.out_dir / "final.pt"
