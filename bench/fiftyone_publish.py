@@ -15,7 +15,7 @@ videos (``--frames`` frames, 2 objects, ground truth, one round of masklets, eff
 Prints a summary, and with --json one JSON object as its LAST line:
   {"ratio": bulk fps / one-at-a-time fps (goal >= 10), "noop_ratio": noop s / bulk s (goal < 0.1), ...}
 
-Usage: python bench/fiftyone_publish.py [--json] [--videos 24] [--frames 48] [--sample 6]
+Usage: python bench/fiftyone_publish.py [--json] [--videos 40] [--frames 64] [--sample 6]
 """
 from __future__ import annotations
 
@@ -69,8 +69,8 @@ def one_at_a_time(engine, blobs, ds_name: str, video_ids, families) -> tuple[int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--videos", type=int, default=24)
-    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--videos", type=int, default=40)
+    ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--sample", type=int, default=6, help="videos for the one-at-a-time path")
     args = ap.parse_args()

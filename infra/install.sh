@@ -36,7 +36,7 @@ PIP="$VENV/bin/pip"
   "$PIP" install -q torch==2.14.1 torchvision==0.29.1
 }
 say "installing dataengine with its extras"
-SAM2_BUILD_CUDA=0 "$PIP" install -q -e ".[ml,test]"
+SAM2_BUILD_CUDA=0 "$PIP" install -q -e ".[ml,test,loop,curation]"
 
 # Label Studio's server lives in its own venv: its pins clash with Prefect's.
 if [ -f infra/labelstudio/install.sh ]; then

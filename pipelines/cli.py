@@ -52,6 +52,9 @@ def _register_all() -> None:
     from pipelines import cli_annotate
 
     cli_annotate.register(app)
+    from pipelines import cli_round
+
+    cli_round.register(app)
 
 
 _register_all()

@@ -48,9 +48,21 @@ def demo(
     seed: int = typer.Option(7, help="Seed of the demo videos."),
     domain: str = typer.Option("base", help="Synthetic domain of the demo videos."),
     dataset: str = typer.Option("demo", help="Dataset name."),
+    rounds: int = typer.Option(0, help="Also run N closed-loop annotation rounds (scripted annotator "
+                                       "through Label Studio, retraining, gate, effort report)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary as the last line."),
 ) -> None:
-    """The main job on the embedded defaults: generate, ingest, pre-annotate, score, export."""
+    """The main job on the embedded defaults: generate, ingest, pre-annotate, score, export;
+    with --rounds N, the closed loop's rounds instead (see docs/loop.md)."""
+    if rounds > 0:
+        from pipelines.round_steps import run_rounds
+        from pipelines.settings import Settings
+
+        result = run_rounds(Settings(), rounds, seed)
+        console.print(f"report: {result['report']}")
+        if as_json:
+            print(json.dumps(result))
+        return
     import numpy as np
     from sqlalchemy import select
 

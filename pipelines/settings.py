@@ -39,6 +39,32 @@ class Settings(BaseSettings):
     ray_num_cpus: int = 2
     gpu_per_worker: float = 0.0
 
+    # Ray Train retraining (issue 5): data-parallel workers; local cluster object store size.
+    ray_num_workers: int = 2
+    ray_object_store_mb: int = 256
+
+    # The closed loop (issue 5): rounds of annotation and retraining (pipelines/round_steps.py).
+    # Frames Label Studio serves (local-files root). Default: <work_dir>/labelstudio/media.
+    label_studio_media_root: Path | None = None
+    round_videos: int = 4  # new synthetic target-domain videos per round
+    round_frames: int = 16
+    round_objects: int = 2
+    round_domain: str = "target"
+    iou_threshold: float = 0.9  # the scripted annotator brings every frame to this IoU
+    click_limit: int = 5
+    annotation_timeout_s: float = 600.0  # waiting for annotation; a later run picks up
+    annotation_poll_s: float = 5.0
+    annotator: str = "scripted"  # "scripted" (synthetic data) or "human" (only wait and poll)
+    # Retraining budget per round (steps: workers must agree; report it).
+    train_image_steps: int = 60
+    train_video_steps: int = 30
+    train_replay_fraction: float = 0.25
+    # The gate: the validation split is seeded synthetic videos that training never sees.
+    val_seed: int = 990_001
+    val_videos: int = 6
+    gate_metric: str = "jf_mask"
+    gate_margin: float = 0.0  # promote only if candidate > production + margin
+
     # Models: which SAM 2 family version pre-annotates (None: the registry's production version).
     sam2_model_version: str | None = None
     device: str = "auto"
@@ -66,6 +92,17 @@ class Settings(BaseSettings):
         if self.blob_uri:
             return self.blob_uri
         return str((self.work_dir / "blobs").resolve())
+
+    @property
+    def resolved_media_root(self) -> Path:
+        if self.label_studio_media_root is not None:
+            return Path(self.label_studio_media_root).resolve()
+        return (self.work_dir / "labelstudio" / "media").resolve()
+
+    def ray_env(self) -> dict[str, str]:
+        """RAY_* variables for a private, loopback-only cluster (docs: PLATFORM-NOTES, Ray)."""
+        return {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
     def ensure_work_dir(self) -> Path:
         self.work_dir.mkdir(parents=True, exist_ok=True)

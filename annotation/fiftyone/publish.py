@@ -647,13 +647,29 @@ def _field_kwargs(f) -> dict:
     return {}
 
 
-def _write_batch(ds, batch: _Batch, sample_ids: dict[int, str]) -> tuple[int, int]:
-    """Add the batch's new samples, then write every field in bulk. Returns (added, updated)."""
+def _sample_for(batch: _Batch, vid: int):
+    """A new sample with every sample-level field (few objects per video: ODM cost is small)."""
     import fiftyone as fo
 
+    fields = {}
+    for name, per_video in batch.sample_values.items():
+        value = per_video.get(vid)
+        if name == "masklets":
+            value = [fo.DynamicEmbeddedDocument(**{k: x for k, x in d.items() if k != "_cls"})
+                     for d in value or ()]
+        fields[name] = value
+    meta = {k: x for k, x in batch.metadata[vid].items() if k != "_cls"}
+    return fo.Sample(filepath=batch.filepaths[vid], metadata=fo.VideoMetadata(**meta), **fields)
+
+
+def _write_batch(ds, batch: _Batch, sample_ids: dict[int, str]) -> tuple[int, int]:
+    """New videos: one ``add_samples`` with their sample fields; videos already published: one
+    ``set_values`` per sample field. Then every frame field of the batch with one ``set_values``
+    each (raw dicts, frames created where missing). Returns (added, updated)."""
     new = [vid for vid in batch.filepaths if vid not in sample_ids]
+    old = [vid for vid in batch.filepaths if vid in sample_ids]
     if new:
-        samples = [fo.Sample(filepath=batch.filepaths[vid], video_id=vid) for vid in new]
+        samples = [_sample_for(batch, vid) for vid in new]
         added = ds.add_samples(samples, progress=False)
         # Drop the in-memory samples at once: FiftyOne reloads every live sample object of the
         # dataset after each set_values below (hundreds of reloads per batch otherwise).
@@ -661,20 +677,29 @@ def _write_batch(ds, batch: _Batch, sample_ids: dict[int, str]) -> tuple[int, in
         gc.collect()
         for vid, sid in zip(new, added):
             sample_ids[vid] = sid
-    present = [vid for vid in batch.filepaths]
-    ids = {vid: sample_ids[vid] for vid in present}
-    ds.set_values("filepath", {ids[v]: batch.filepaths[v] for v in present}, key_field="id",
-                  expand_schema=False, validate=False)
-    ds.set_values("metadata", {ids[v]: batch.metadata[v] for v in present}, key_field="id",
-                  expand_schema=False, validate=False)
-    for name, per_video in batch.sample_values.items():
-        ds.set_values(name, {ids[v]: per_video.get(v) for v in present}, key_field="id",
+    if old:
+        ids = {vid: sample_ids[vid] for vid in old}
+        ds.set_values("filepath", {ids[v]: batch.filepaths[v] for v in old}, key_field="id",
                       expand_schema=False, validate=False)
-    view = ds.select([ids[v] for v in present], ordered=True)
-    for name, per_video in batch.frame_values.items():
-        view.set_values(f"frames.{name}", [per_video[v] for v in present],
-                        expand_schema=False, validate=False)
-    return len(new), len(present) - len(new)
+        ds.set_values("metadata", {ids[v]: batch.metadata[v] for v in old}, key_field="id",
+                      expand_schema=False, validate=False)
+        for name, per_video in batch.sample_values.items():
+            ds.set_values(name, {ids[v]: per_video.get(v) for v in old}, key_field="id",
+                          expand_schema=False, validate=False)
+    for vids, fresh in ((new, True), (old, False)):
+        if not vids:
+            continue
+        view = ds.select([sample_ids[v] for v in vids], ordered=True)
+        for name, per_video in batch.frame_values.items():
+            if fresh:  # new frames have no values to clear: write only what exists
+                values = [{fn: x for fn, x in per_video[v].items() if x is not None} for v in vids]
+                if not any(values):
+                    continue
+                values = [x or {} for x in values]
+            else:
+                values = [per_video[v] for v in vids]
+            view.set_values(f"frames.{name}", values, expand_schema=False, validate=False)
+    return len(new), len(old)
 
 
 def _update_similarity(ds, families: Sequence[str], dup_thresh: float) -> None:
@@ -723,7 +748,7 @@ def effort_per_round(ds) -> dict[str, dict[str, float]]:
 
 def publish(engine: Engine, blob_store: BlobStore, dataset: str, *, fo_dataset: str | None = None,
             media_dir: Path | None = None, families: Sequence[str] | None = None,
-            batch_videos: int = 32, full: bool = False, duplicate_thresh: float = 0.02,
+            batch_videos: int = 64, full: bool = False, duplicate_thresh: float = 0.02,
             saved_views: bool = True,
             progress: Callable[[int, int], None] | None = None) -> PublishReport:
     """Publish engine dataset ``dataset`` to FiftyOne dataset ``fo_dataset`` (default: the same

@@ -308,6 +308,34 @@ class Sam2Trainer:
                        "objects": int(gt.shape[0])}
 
     @torch.no_grad()
+    def balance_backbone_scale(self, target: float = 1.0) -> float | None:
+        """Rescale the neck's stride-16 output (the features that memory attention, the memory
+        encoder and the decoder's prompt path consume) to mean |x| ~ `target`.
+
+        Image-level training lets these features grow to mean |x| ~100, while memory attention
+        adds O(1) updates to them: memory then cannot move them and tracking ignores the prompt.
+        Scaling the two neck convolutions that sum into that level (the stride-32 one feeds it
+        top-down) changes nothing else: the high-resolution levels the decoder also reads are
+        separate convolutions."""
+        neck = self.model.image_encoder.neck
+        frames, _, _ = self._sample_clips()
+        imgs = normalize_frames(frames[:, 0])
+        feats, _, _ = self._features(imgs)
+        mag = float(feats[-1].abs().mean())
+        if mag <= 2 * target:
+            return None
+        factor = target / mag
+        n = len(neck.convs) - 1
+        top_down = [lvl for lvl in getattr(neck, "fpn_top_down_levels", [n - 1, n])]
+        # convs[n - level] produces the lateral features of backbone level `level`.
+        for level in sorted(set([n - 1] + [l for l in top_down if l >= n - 1])):
+            conv = neck.convs[n - level].conv
+            conv.weight.mul_(factor)
+            if conv.bias is not None:
+                conv.bias.mul_(factor)
+        return factor
+
+    @torch.no_grad()
     def balance_memory_encoder(self, ratio: float = 1.0) -> float | None:
         """Rescale `memory_encoder.pix_feat_proj` so its output is `ratio` times the mask
         embedding's magnitude. After image-level training the backbone features are large (mean
@@ -462,9 +490,11 @@ class Sam2Trainer:
                             self.cfg.image_budget_s)
         if self.cfg.video_steps:
             if self.cfg.balance_memory:
+                backbone = self.balance_backbone_scale()
                 factor = self.balance_memory_encoder()
                 attn = self.balance_memory_attention()
-                self.log({"event": "balance_memory", "encoder_factor": factor, "attention_factors": attn})
+                self.log({"event": "balance_memory", "backbone_factor": backbone,
+                          "encoder_factor": factor, "attention_factors": attn})
             self._run_stage("video", self.cfg.video_steps, self.cfg.video_lr, self.video_step,
                             self.cfg.video_budget_s)
         final = self.out_dir / "final.pt"

@@ -62,7 +62,7 @@ def test_publish_full_then_noop_then_incremental(engine, blob_store, tmp_path, f
     assert sample.split == "train" and sample.rounds == [1] and sample.latest_round == 1
     assert len(sample.emb_sam2_encoder) == 16
     assert len(sample.masklets) == 2 and all(len(m.emb_sam2_encoder) == 16 for m in sample.masklets)
-    assert len(sample.frames[1].emb_sam2_encoder) == 16 and sample.frames[2].emb_sam2_encoder is None
+    assert len(sample.frames[1].emb_sam2_encoder) == 16 and not sample.frames[2].emb_sam2_encoder
     assert "sim_sam2_encoder" in ds.list_brain_runs()
     assert ds.exists("near_duplicate_of").values("near_duplicate_of") == [data.video_ids[0]]
     assert set(ds.list_saved_views()) >= {"least-confident-masklets", "most-corrected-videos",
