@@ -229,6 +229,9 @@ def cli_env(tmp_path, monkeypatch):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DATAENGINE_WORK_DIR", str(tmp_path / "work"))
+    # Wide enough that rich never wraps a long temporary path inside an error panel (CI has no
+    # terminal: 80 columns), so messages can be matched as the user reads them.
+    monkeypatch.setenv("COLUMNS", "400")
     from typer.testing import CliRunner
 
     from pipelines.cli import app
