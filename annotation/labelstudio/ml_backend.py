@@ -29,12 +29,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 
 from annotation.labelstudio.client import LabelStudioClient
+from annotation.labelstudio.http_json import JsonHandler
 from annotation.labelstudio.label_config import BRUSH_FROM_NAME, IMAGE_TO_NAME, slot_of_label
 from annotation.labelstudio.tasks import brush_result
 
@@ -155,19 +156,8 @@ class MlBackendServer:
         self.backend = backend
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             server_version = "dataengine-ml-backend/1"
-
-            def log_message(self, fmt, *args):
-                log.debug("%s - %s", self.client_address[0], fmt % args)
-
-            def _reply(self, code: int, body: Any) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
             def _body(self) -> Any:
                 n = int(self.headers.get("Content-Length", "0") or 0)

@@ -23,10 +23,11 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from annotation.labelstudio.client import LabelStudioClient
+from annotation.labelstudio.http_json import JsonHandler
 from annotation.labelstudio.sync import AnnotationSync, Delivery, SyncReport
 
 __all__ = [
@@ -103,19 +104,8 @@ class WebhookReceiver:
         self._lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             server_version = "dataengine-webhooks/1"
-
-            def log_message(self, fmt, *args):  # route to logging, not stderr
-                log.debug("%s - %s", self.client_address[0], fmt % args)
-
-            def _reply(self, code: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
             def do_GET(self):
                 if self.path.rstrip("/") in ("/health", receiver.path.rstrip("/") + "/health"):
