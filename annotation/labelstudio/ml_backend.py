@@ -29,13 +29,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 
 from annotation.labelstudio.client import LabelStudioClient
-from annotation.labelstudio.http_json import JsonHandler
+from annotation.labelstudio.http_json import JsonHandler, LoopbackServer
 from annotation.labelstudio.label_config import BRUSH_FROM_NAME, IMAGE_TO_NAME, slot_of_label
 from annotation.labelstudio.tasks import brush_result
 
@@ -149,7 +148,7 @@ class Sam2Backend:
             return (masks[list(ids).index(obj), 0] > 0.0).cpu().numpy()
 
 
-class MlBackendServer:
+class MlBackendServer(LoopbackServer):
     """The HTTP side (stdlib): serves a ``Sam2Backend`` on ``host:port`` in a thread."""
 
     def __init__(self, backend: Sam2Backend, *, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -193,36 +192,11 @@ class MlBackendServer:
                 else:
                     self._reply(404, {"error": "not found"})
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._bind(host, port, Handler)
+
+    thread_name = "labelstudio-ml-backend"
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.base_url
 
-    def start(self) -> MlBackendServer:
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="labelstudio-ml-backend")
-        self._thread.start()
-        return self
-
-    def serve_forever(self) -> None:
-        try:
-            self._server.serve_forever()
-        finally:
-            self._server.server_close()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=10)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> MlBackendServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

@@ -23,11 +23,10 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 from annotation.labelstudio.client import LabelStudioClient
-from annotation.labelstudio.http_json import JsonHandler
+from annotation.labelstudio.http_json import JsonHandler, LoopbackServer
 from annotation.labelstudio.sync import AnnotationSync, Delivery, SyncReport
 
 __all__ = [
@@ -87,7 +86,7 @@ def deliveries_from_payload(payload: Any) -> list[Delivery]:
     return out
 
 
-class WebhookReceiver:
+class WebhookReceiver(LoopbackServer):
     """Serves ``POST <path>`` on ``host:port`` (port 0: a free one) in a background thread.
 
     ``handle(payload)`` is the same logic without HTTP. ``stats`` counts requests by outcome."""
@@ -147,9 +146,9 @@ class WebhookReceiver:
                     return
                 self._reply(200, body)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._bind(host, port, Handler)
+
+    thread_name = "labelstudio-webhooks"
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -157,8 +156,7 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{self.path}"
+        return f"{self.base_url}{self.path}"
 
     def handle(self, payload: Any) -> dict:
         """Apply one webhook body; returns what was done (JSON-ready)."""
@@ -172,32 +170,6 @@ class WebhookReceiver:
             self.report.merge(rep)
         return {"action": payload.get("action"), **rep.as_dict()}
 
-    def start(self) -> WebhookReceiver:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever,
-                                            name="labelstudio-webhooks", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=10)
-            self._thread = None
-        self._server.server_close()
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread (the CLI); stop with KeyboardInterrupt."""
-        try:
-            self._server.serve_forever()
-        finally:
-            self._server.server_close()
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def register_webhook(client: LabelStudioClient, project_id: int, url: str, secret: str) -> int:
