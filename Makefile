@@ -26,7 +26,7 @@ test-slow: install
 	VENV=$(VENV) bash infra/run_tests.sh -m "slow"
 
 demo: install
-	$(VENV)/bin/dataengine demo
+	$(VENV)/bin/dataengine demo --rounds 3
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b --json | tail -n 1; done

@@ -43,6 +43,39 @@ def generate(
     err.print(f"wrote {videos} videos + ground truth to {out}")
 
 
+def _demo_rounds(rounds: int, seed: int, as_json: bool) -> None:
+    """N closed-loop rounds on the embedded defaults. A local Label Studio is started for the
+    demo when none answers at the configured loopback URL (and stopped again afterwards)."""
+    from pipelines.effort_report import print_tables
+    from pipelines.round_steps import run_rounds
+    from pipelines.settings import Settings
+
+    started = time.time()
+    settings = Settings()
+    server, we_started = None, False
+    try:
+        from pipelines.cli_services import _server
+
+        server = _server()
+        if server.status() != "running":
+            err.print(f"starting Label Studio at {server.url} for the demo (log {server.log_file})")
+            server.start()
+            we_started = True
+    except typer.Exit:  # not a loopback URL: a server run by someone else must be up already
+        server = None
+    console.rule(f"[bold]dataengine demo: {rounds} closed-loop rounds (seed {seed})")
+    try:
+        result = run_rounds(settings, rounds, seed, progress=lambda msg: err.print(msg))
+    finally:
+        if we_started and server is not None:
+            server.stop()
+    print_tables(console, result)
+    console.print(f"plot and report: {result['report']} (and effort.png beside it)")
+    console.print(f"demo finished in {time.time() - started:.0f} s")
+    if as_json:
+        print(json.dumps(result))
+
+
 def demo(
     videos: int = typer.Option(4, help="Synthetic videos to generate."),
     seed: int = typer.Option(7, help="Seed of the demo videos."),
@@ -55,13 +88,7 @@ def demo(
     """The main job on the embedded defaults: generate, ingest, pre-annotate, score, export;
     with --rounds N, the closed loop's rounds instead (see docs/loop.md)."""
     if rounds > 0:
-        from pipelines.round_steps import run_rounds
-        from pipelines.settings import Settings
-
-        result = run_rounds(Settings(), rounds, seed)
-        console.print(f"report: {result['report']}")
-        if as_json:
-            print(json.dumps(result))
+        _demo_rounds(rounds, seed, as_json)
         return
     import numpy as np
     from sqlalchemy import select

@@ -40,6 +40,16 @@ def _registry(settings):
     return ModelRegistry(settings.engine(), settings.blob_store())
 
 
+def _int_pair(text: str, option: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{option} wants two integers 'LOW,HIGH', got {text!r}") from None
+    if not 1 <= lo <= hi:
+        raise typer.BadParameter(f"{option} wants 1 <= LOW <= HIGH, got {text!r}")
+    return lo, hi
+
+
 @train_app.command("sam2")
 def train_sam2_cmd(
     out: Path = typer.Option(Path(".work/train/sam2"), help="Folder for checkpoints and the log."),
@@ -55,6 +65,8 @@ def train_sam2_cmd(
     video_lr: float = typer.Option(1.5e-3, help="Peak learning rate of the video stage."),
     memory_lr_mult: float = typer.Option(5.0, help="Video stage: learning-rate multiplier of the memory path."),
     warmup_steps: int = typer.Option(100, help="Warm-up steps of each stage."),
+    image_batch: int = typer.Option(8, help="Image stage: frames per step (every object on each frame is a sample)."),
+    image_objects: str = typer.Option("2,5", help="Image stage: objects per training frame, 'LOW,HIGH'."),
     threads: int = typer.Option(2, help="CPU threads for torch (1 when other work shares the cores)."),
     register_version: bool = typer.Option(False, "--register", help="Register the result as a candidate."),
 ) -> None:
@@ -65,7 +77,8 @@ def train_sam2_cmd(
                       init_checkpoint=str(init_checkpoint) if init_checkpoint else None,
                       image_steps=image_steps, video_steps=video_steps, threads=threads,
                       image_lr=image_lr, video_lr=video_lr, memory_lr_mult=memory_lr_mult,
-                      warmup_steps=warmup_steps,
+                      warmup_steps=warmup_steps, image_batch=image_batch,
+                      image_objects=_int_pair(image_objects, "--image-objects"),
                       image_budget_s=image_minutes * 60 if image_minutes else None,
                       video_budget_s=video_minutes * 60 if video_minutes else None)
 

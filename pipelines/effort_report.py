@@ -49,6 +49,12 @@ def tables(modes: dict, rounds: list[dict]):
     return t1, t2
 
 
+def print_tables(console, result: dict) -> None:
+    """The two tables of a `run_rounds` result (`dataengine demo --rounds N`)."""
+    for t in tables(result.get("modes") or {}, result.get("rounds") or []):
+        console.print(t)
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"

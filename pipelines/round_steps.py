@@ -313,7 +313,8 @@ def push_step(ctx: RoundContext) -> dict:
                                     width=v.width, height=v.height, frame_urls=urls[a:b], objects=objs,
                                     predicted=pred, model_version=f"sam2/{ing['model_version']}",
                                     video_id=v.id, round_id=ing["round_id"]))
-    rep = import_chunk_tasks(ctx.client, project.id, chunks, engine=ctx.engine)
+    rep = import_chunk_tasks(ctx.client, project.id, chunks, engine=ctx.engine,
+                             batch_size=s.label_studio_import_batch_size)
     if rep.failed:
         raise RuntimeError(f"Label Studio import failed for {len(rep.failed)} tasks")
     return {"project_id": project.id, "tasks": rep.task_ids}
@@ -805,13 +806,17 @@ STEP_FUNCTIONS["modes"] = modes_step
 
 # --- N rounds (the demo's measurement) -------------------------------------------------------------
 def run_rounds(settings, rounds: int, seed: int, *, dataset: str | None = None,
-               use_prefect: bool = False) -> dict:
+               use_prefect: bool = False, progress: Callable[[str], None] | None = None) -> dict:
     """``rounds`` rounds, then the report. Returns the JSON shape of ``dataengine demo --json``:
     {"modes": {manual|propagate|interactive: row}, "rounds": [row...], "report": PATH}."""
     dataset = dataset or f"loop-seed{seed}"
     rows = []
     modes = None
     for n in range(1, rounds + 1):
+        round_started = time.time()
+        if progress:
+            progress(f"round {n}/{rounds} of {dataset}: ingest -> pre-annotate -> Label Studio -> "
+                     "scripted annotator -> sync -> re-propagate -> train (Ray) -> gate -> effort")
         if use_prefect:
             from pipelines.flows.round import data_engine_round
 
@@ -820,8 +825,15 @@ def run_rounds(settings, rounds: int, seed: int, *, dataset: str | None = None,
             run_round(settings, dataset, n, seed)
         ctx = RoundContext.build(settings, dataset, n, seed)
         if n == 1:
+            if progress:
+                progress("measuring the three annotation modes on round 1's videos")
             modes = run_round_step(ctx, "modes")
         rows.append(ctx.result("effort"))
+        if progress:
+            r = rows[-1]
+            progress(f"round {n} done in {time.time() - round_started:.0f} s: "
+                     f"{r.get('frames_edited_pct')}% frames edited, "
+                     f"{r.get('clicks_per_frame')} clicks/frame, promoted: {r.get('promoted')}")
     from pipelines.effort_report import write_report
 
     report = write_report(settings, dataset, modes or {}, rows)

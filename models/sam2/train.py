@@ -47,7 +47,7 @@ class TrainConfig:
     pool_size: int = 240
     pool_refresh: int = 2  # videos replaced in the pool per step (fresh data, bounded memory)
     image_steps: int = 1700
-    image_batch: int = 16
+    image_batch: int = 8  # frames; every object on each is one sample (~3.5 per frame)
     image_lr: float = 3e-3
     video_steps: int = 1200
     clips_per_step: int = 4
@@ -69,12 +69,24 @@ class TrainConfig:
     val_videos: int = 8
     checkpoint_every: int = 250
     replay_fraction: float = 0.25  # with extra_videos: share of base-domain replay samples
+    # Image-stage frames come from their own pool of short videos with MORE objects than the
+    # video stage: with 1-3 objects, segmenting 'whatever is salient' was a shortcut that kept the
+    # decoder from ever using its prompt (docs/sam2.md); crowded frames take that shortcut away.
+    image_objects: tuple[int, int] = (2, 6)
+    image_pool_size: int = 160
     # The memory path (memory encoder + attention, object pointers) learns this much faster than
     # the rest in the video stage: its gradients are small next to the image encoder's.
     memory_lr_mult: float = 5.0
     # At the start of the video stage, scale the memory encoder's image projection so that the
     # image and the mask contribute comparably to a memory (see balance_memory_encoder).
     balance_memory: bool = True
+    # Keep the neck's stride-16 output (what prompts, memory and the decoder's attention meet) at
+    # RMS ~`feature_rms_target`: a penalty on the excess, from the first step. Without it image
+    # training grew those features to mean |x| ~100 and point, box, mask and memory inputs (all
+    # O(1)) stopped mattering: the model segmented the salient object whatever it was asked
+    # (docs/sam2.md). 0 turns it off.
+    feature_rms_weight: float = 1.0
+    feature_rms_target: float = 1.0
     weights: dict = field(default_factory=lambda: asdict(LossWeights()))
 
 
@@ -88,22 +100,29 @@ class VideoPool:
     """A rolling pool of training videos: synthetic ones regenerated as training goes, plus any
     fixed videos (corrected masklets from annotation rounds) that are always kept."""
 
-    def __init__(self, cfg: TrainConfig, extra_videos: list[SyntheticVideo] | None = None):
+    def __init__(self, cfg: TrainConfig, extra_videos: list[SyntheticVideo] | None = None,
+                 objects: tuple[int, int] | None = None, frames: int | None = None,
+                 size: int | None = None, stream: int = 0):
         self.cfg = cfg
-        self.rng = np.random.default_rng([cfg.seed, 17])
+        self.objects = objects or (1, cfg.max_objects)
+        self.frames = frames or cfg.video_frames
+        self.stream = stream  # distinct pools draw distinct videos from the same dataset seed
+        self.rng = np.random.default_rng([cfg.seed, 17, stream])
         self.next_index = 0
         self.synthetic: list[SyntheticVideo] = []
-        n_syn = cfg.pool_size if not extra_videos else max(8, int(cfg.pool_size * cfg.replay_fraction))
+        pool_size = size or cfg.pool_size
+        n_syn = pool_size if not extra_videos else max(8, int(pool_size * cfg.replay_fraction))
         for _ in range(n_syn):
             self.synthetic.append(self._make())
         self.extra = list(extra_videos or [])
 
     def _make(self) -> SyntheticVideo:
-        vs = video_seed(self.cfg.seed, self.next_index)
+        vs = video_seed(self.cfg.seed + 1_000_003 * self.stream, self.next_index)
         self.next_index += 1
-        n_obj = int(np.random.default_rng([vs, 5]).integers(1, self.cfg.max_objects + 1))
+        lo, hi = self.objects
+        n_obj = int(np.random.default_rng([vs, 5]).integers(lo, hi + 1))
         return generate_video(vs, domain=self.cfg.domain, size=self.cfg.image_size,
-                              frames=self.cfg.video_frames, objects=n_obj,
+                              frames=self.frames, objects=n_obj,
                               difficulty=self.cfg.difficulty)
 
     def refresh(self) -> None:
@@ -147,12 +166,22 @@ class Sam2Trainer:
                                 mode="train")
         self.weights = LossWeights(**cfg.weights)
         self.pool = VideoPool(cfg, extra_videos)
+        self.image_pool = (VideoPool(cfg, extra_videos, objects=tuple(cfg.image_objects), frames=4,
+                                     size=cfg.image_pool_size, stream=1)
+                           if cfg.image_steps else None)
         self.out_dir = Path(cfg.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.out_dir / "train_log.jsonl"
         self.progress = progress
         self.started = time.time()
         self.steps_done: dict[str, int] = {}
+        self.aux_losses: list[torch.Tensor] = []  # regularisers collected during one step's forward
+        self.last_feature_rms: float | None = None
+        self.feature_rms_target = cfg.feature_rms_target
+        if cfg.init_checkpoint and cfg.feature_rms_weight:
+            # Fine-tuning holds the features at the scale the checkpoint has (an older checkpoint
+            # may sit far above the target; pulling it down would undo what it learned).
+            self.feature_rms_target = max(cfg.feature_rms_target, self._feature_rms())
         self.val_set = [
             generate_video(video_seed(cfg.seed + 7_919_000, i), domain=cfg.domain,
                            size=cfg.image_size, frames=cfg.video_frames,
@@ -169,35 +198,67 @@ class Sam2Trainer:
             self.progress(record)
 
     # ---- image stage ----------------------------------------------------------------------
-    def _sample_frames(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        imgs, masks = [], []
+    def _sample_frames(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`n` frames and EVERY object on them (each object one sample sharing its frame's
+        features), as SAM 2's trainer does. One object per frame let a shortcut win: on frames
+        with one dominant object, 'segment the salient object' scores well whatever the prompt,
+        and the decoder learned to ignore prompts (the output moved by <0.1 logit when the
+        prompt moved to another object). Several objects of the same frame in one batch make the
+        prompt the only way to lower the loss. Returns frames [n,H,W,3], masks [B,H,W],
+        obj_frame [B] (the frame of each object)."""
+        imgs, masks, obj_frame = [], [], []
+        pool = self.image_pool or self.pool
         while len(imgs) < n:
-            v = self.pool.pick()
+            v = pool.pick()
             t = int(self.rng.integers(v.num_frames))
             areas = v.masks[t].reshape(v.masks.shape[1], -1).sum(1)
             ok = np.flatnonzero(areas >= MIN_OBJECT_AREA)
             if len(ok) == 0:
                 continue
-            k = int(self.rng.choice(ok))
-            frame, mask = v.frames[t], v.masks[t, k]
+            frame, obj = v.frames[t], v.masks[t, ok]
             if self.rng.random() < 0.5:
-                frame, mask = frame[:, ::-1], mask[:, ::-1]
+                frame, obj = frame[:, ::-1], obj[:, :, ::-1]
+            for mask in obj:
+                masks.append(mask)
+                obj_frame.append(len(imgs))
             imgs.append(frame)
-            masks.append(mask)
-        return np.stack(imgs), np.stack(masks)
+        return np.stack(imgs), np.stack(masks), np.asarray(obj_frame, dtype=np.int64)
 
     def _features(self, imgs: torch.Tensor):
         backbone_out = self.model.forward_image(imgs)
         _, feats, pos, sizes = self.model._prepare_backbone_features(backbone_out)
+        if self.cfg.feature_rms_weight and torch.is_grad_enabled():
+            rms = feats[-1].pow(2).mean().sqrt()
+            excess = torch.relu(rms - self.feature_rms_target)
+            self.aux_losses.append(self.cfg.feature_rms_weight * excess.pow(2))
+            self.last_feature_rms = float(rms.detach())
         return feats, pos, sizes
+
+    @torch.no_grad()
+    def _feature_rms(self) -> float:
+        frames, _, _ = self._sample_clips()
+        backbone_out = self.model.forward_image(normalize_frames(frames[:, 0]))
+        _, feats, _, _ = self.model._prepare_backbone_features(backbone_out)
+        return float(feats[-1].pow(2).mean().sqrt())
+
+    def _with_aux(self, loss: torch.Tensor, stats: dict) -> tuple[torch.Tensor, dict]:
+        """Add the regularisers collected during this step's forward (see `_features`)."""
+        if self.aux_losses:
+            loss = loss + torch.stack(self.aux_losses).sum()
+            stats["feature_rms"] = round(self.last_feature_rms, 3)
+        self.aux_losses = []
+        return loss, stats
 
     def image_step(self) -> tuple[torch.Tensor, dict]:
         m = self.model
-        imgs_np, masks_np = self._sample_frames(self.cfg.image_batch)
+        self.aux_losses = []
+        imgs_np, masks_np, obj_frame = self._sample_frames(self.cfg.image_batch)
         imgs = normalize_frames(imgs_np)
         gt = torch.from_numpy(masks_np[:, None].copy())
         target = gt.float()
         feats, pos, sizes = self._features(imgs)
+        ids = torch.from_numpy(obj_frame)
+        feats, pos = [x[:, ids] for x in feats], [x[:, ids] for x in pos]
         kind = "box" if self.rng.random() < 0.5 else "point"
         points = _point_prompt(gt, kind)
         _, sam_out, high_res_feats, pix_feat = m._track_step(
@@ -213,7 +274,8 @@ class Sam2Trainer:
             loss = 0.5 * (loss + loss2)
             stats["corr_iou"] = stats2.get("train_iou")
         stats["prompt"] = kind
-        return loss, stats
+        stats["objects"] = int(gt.shape[0])
+        return self._with_aux(loss, stats)
 
     # ---- video stage ----------------------------------------------------------------------
     def _sample_clips(self):
@@ -287,6 +349,7 @@ class Sam2Trainer:
         return outs, gt
 
     def video_step(self) -> tuple[torch.Tensor, dict]:
+        self.aux_losses = []
         frames, gt_masks, obj_clip = self._sample_clips()
         probs = np.array(self.cfg.video_prompt_probs, dtype=float)
         prompt = str(self.rng.choice(["mask", "box", "point"], p=probs / probs.sum()))
@@ -304,8 +367,8 @@ class Sam2Trainer:
                 if "train_iou" in stats and t > 0:
                     ious.append(stats["train_iou"])
         total = torch.stack(losses).mean()
-        return total, {"prompt": prompt, "track_iou": float(np.mean(ious)) if ious else None,
-                       "objects": int(gt.shape[0])}
+        return self._with_aux(total, {"prompt": prompt, "objects": int(gt.shape[0]),
+                                      "track_iou": float(np.mean(ious)) if ious else None})
 
     @torch.no_grad()
     def balance_backbone_scale(self, target: float = 1.0) -> float | None:
@@ -462,7 +525,7 @@ class Sam2Trainer:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
-            self.pool.refresh()
+            (self.image_pool if name == "image" and self.image_pool else self.pool).refresh()
             if step % cfg.log_every == 0 or last:
                 self.log({"stage": name, "step": step, "loss": round(loss_value, 4),
                           "lr": opt.param_groups[0]["lr"], "step_s": round(time.time() - t0, 3),

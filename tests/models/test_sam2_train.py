@@ -42,8 +42,8 @@ def test_image_stage_overfits_one_batch(tmp_path):
     tr = Sam2Trainer(small_cfg(tmp_path, correction_prob=0.0), progress=None)
     torch.manual_seed(0)
     tr.rng = np.random.default_rng(0)
-    imgs, masks = tr._sample_frames(4)
-    tr._sample_frames = lambda n: (imgs, masks)
+    batch = tr._sample_frames(4)
+    tr._sample_frames = lambda n: batch
     opt = torch.optim.AdamW(tr.model.parameters(), lr=3e-3)
     first = last = None
     for _ in range(12):
@@ -55,6 +55,35 @@ def test_image_stage_overfits_one_batch(tmp_path):
         first = float(loss) if first is None else first
         last = float(loss)
     assert last < 0.7 * first
+
+
+def test_image_batches_hold_every_object_of_each_frame(tmp_path):
+    """Each sampled frame contributes all its objects (the prompt must pick one of them), drawn
+    from the crowded image pool."""
+    tr = Sam2Trainer(small_cfg(tmp_path, image_objects=(3, 4)), progress=None)
+    imgs, masks, obj_frame = tr._sample_frames(3)
+    assert imgs.shape[0] == 3 and masks.shape[0] == obj_frame.shape[0]
+    assert sorted(set(obj_frame.tolist())) == [0, 1, 2]
+    assert masks.shape[0] > 3  # 3-4 objects per frame, a few may be hidden or too small
+    for k, f in enumerate(obj_frame):  # masks sit on their own frame: objects differ there
+        others = [j for j in np.flatnonzero(obj_frame == f) if j != k]
+        assert all(not np.array_equal(masks[k], masks[j]) for j in others)
+
+
+def test_feature_scale_penalty_is_added_to_the_loss(tmp_path):
+    """The stride-16 features are kept near RMS 1 (docs/sam2.md): with a target far below the
+    current RMS the penalty is large, and with the weight at 0 it vanishes."""
+    def step_loss(**kw):
+        tr = Sam2Trainer(small_cfg(tmp_path, correction_prob=0.0, **kw), progress=None)
+        tr.rng = np.random.default_rng(0)
+        torch.manual_seed(0)
+        loss, stats = tr.image_step()
+        return float(loss), stats
+
+    off, off_stats = step_loss(feature_rms_weight=0.0)
+    on, on_stats = step_loss(feature_rms_weight=1.0, feature_rms_target=0.01)
+    assert "feature_rms" not in off_stats and on_stats["feature_rms"] > 0.1
+    assert on > off + 0.5 * (on_stats["feature_rms"] - 0.01) ** 2
 
 
 def test_losses_on_known_masks():
