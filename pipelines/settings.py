@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     label_studio_token: SecretStr = SecretStr("0123456789abcdef0123456789abcdef01234567")
     webhook_secret: SecretStr = SecretStr("change-me-webhook-secret")
     chunk_frames: int = 32
+    # Tasks per import request (bench/ls_import.py: fewer, larger requests are faster; the importer
+    # also caps a request at 20,000 masks and 64 MB of JSON).
+    label_studio_import_batch_size: int = 1000
 
     # Ray: "local" starts a private local cluster; an address attaches to an existing one.
     ray_address: str = "local"

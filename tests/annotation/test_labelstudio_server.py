@@ -163,6 +163,68 @@ def test_import_without_database_is_idempotent_by_key(ls_client):
 
 
 @pytest.mark.badinput
+def test_a_refused_batch_is_marked_failed_and_the_other_batches_go_in(ls_client, sqlite_url,
+                                                                      monkeypatch):
+    from annotation.labelstudio import importer
+    from storage.db import make_engine
+    from storage.schema import AnnotationTask, TaskStatus
+
+    engine = make_engine(sqlite_url)
+    (video_id,), round_id = _db_objects(engine)
+    project = ls_client.ensure_project("refused", CORRECTION, 2)
+    chunks = [make_chunk(dataset="refused", chunk_index=c, video_id=video_id, round_id=round_id)
+              for c in range(6)]
+    bad = chunks[3].key
+    real = importer.build_task_payload
+
+    def broken(task, **kw):  # Label Studio validates little, but refuses this (HTTP 400)
+        p = real(task, **kw)
+        if task.key == bad:
+            p["predictions"] = "not a list"
+        return p
+
+    monkeypatch.setattr(importer, "build_task_payload", broken)
+    rep = import_chunk_tasks(ls_client, project.id, chunks, engine=engine, batch_size=2)
+    assert rep.requests == 3 and set(rep.failed) == {chunks[2].key, bad}
+    assert "HTTP 400" in rep.failed[bad]
+    assert sorted(rep.created) == sorted(c.key for c in chunks if c.key not in rep.failed)
+    with engine.connect() as c:
+        status = dict(c.execute(select(AnnotationTask.idempotency_key, AnnotationTask.status)).all())
+    assert {k for k, v in status.items() if v == TaskStatus.FAILED} == set(rep.failed)
+    # fixed, a re-run imports exactly the two that failed
+    monkeypatch.setattr(importer, "build_task_payload", real)
+    again = import_chunk_tasks(ls_client, project.id, chunks, engine=engine, batch_size=2)
+    assert set(again.created) == set(rep.failed) and len(again.existing) == 4
+    assert len(ls_client.task_keys(project.id)) == 6
+
+
+@pytest.mark.badinput
+def test_a_bad_mask_stops_the_import_after_the_batch_in_flight_is_recorded(ls_client, sqlite_url):
+    from storage.db import make_engine
+    from storage.masks import MaskSizeError
+    from storage.schema import AnnotationTask, TaskStatus
+
+    engine = make_engine(sqlite_url)
+    (video_id,), round_id = _db_objects(engine)
+    project = ls_client.ensure_project("badmask", CORRECTION, 2)
+    chunks = [make_chunk(dataset="badmask", chunk_index=c, video_id=video_id, round_id=round_id)
+              for c in range(5)]
+    good = chunks[3].predicted[(1, 0)]
+    chunks[3].predicted[(1, 0)] = np.zeros((10, 10), bool)  # not the 48x64 frame
+    with pytest.raises(MaskSizeError):
+        import_chunk_tasks(ls_client, project.id, chunks, engine=engine, batch_size=2)
+    # the first batch went in (and was recorded) while the second was being encoded
+    with engine.connect() as c:
+        status = dict(c.execute(select(AnnotationTask.idempotency_key, AnnotationTask.status)).all())
+    assert [status[c.key] for c in chunks] == [TaskStatus.OPEN] * 2 + [TaskStatus.PENDING] * 3
+    assert len(ls_client.task_keys(project.id)) == 2
+    chunks[3].predicted[(1, 0)] = good
+    rep = import_chunk_tasks(ls_client, project.id, chunks, engine=engine, batch_size=2)
+    assert len(rep.existing) == 2 and len(rep.created) == 3
+    assert len(ls_client.task_keys(project.id)) == 5
+
+
+@pytest.mark.badinput
 def test_invalid_annotation_and_deleted_task(ls_client):
     project = ls_client.ensure_project("bad", CORRECTION, 2)
     chunk = make_chunk(dataset="bad")

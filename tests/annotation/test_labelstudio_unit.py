@@ -80,6 +80,38 @@ def test_payload_has_one_brush_prediction_per_frame_and_object():
     assert frames_changed(v, {s: stack(chunk.predicted, s, 5) for s in (1, 2, 3)}) == {1: 0, 2: 0, 3: 0}
 
 
+def test_payloads_are_encoded_compact_and_batched_by_count_masks_and_bytes():
+    import json
+
+    from annotation.labelstudio.client import encode_task
+    from annotation.labelstudio.importer import ImportReport, _encoded_batches
+
+    chunk = make_chunk(n_frames=2, n_objects=1)
+    p = build_task_payload(chunk)
+    body = encode_task({**p, "extra": np.int64(7), "label": "ü"})
+    assert body.decode() == json.dumps({**p, "extra": 7, "label": "ü"}, separators=(",", ":"),
+                                       ensure_ascii=False)
+    with pytest.raises(ValueError):  # as httpx's json= refused NaN before
+        encode_task({"score": float("nan")})
+
+    chunks = [make_chunk(chunk_index=c, n_frames=2, n_objects=1) for c in range(7)]
+    size = len(encode_task(build_task_payload(chunks[0])))
+
+    def sizes(**limits):
+        rep = ImportReport(project_id=1)
+        args = {"batch_size": 100, "max_masks": 10**6, "max_bytes": 10**9, **limits}
+        out = list(_encoded_batches(chunks, args["batch_size"], args["max_masks"],
+                                    args["max_bytes"], False, rep))
+        assert [k for b in out for k in b] == [c.key for c in chunks]  # order kept
+        assert rep.encode_seconds > 0
+        return [len(b) for b in out]
+
+    assert sizes(batch_size=3) == [3, 3, 1]
+    assert sizes(max_masks=5) == [2, 2, 2, 1]  # two masks per chunk
+    assert sizes(max_bytes=int(2.5 * (size + 1))) == [2, 2, 2, 1]
+    assert sizes(max_bytes=10) == [1] * 7  # a task larger than the limit goes alone
+
+
 def _good():
     chunk = make_chunk(n_frames=4, n_objects=2)
     p = build_task_payload(chunk)
