@@ -48,17 +48,17 @@ class TrainConfig:
     pool_refresh: int = 2  # videos replaced in the pool per step (fresh data, bounded memory)
     image_steps: int = 1700
     image_batch: int = 8  # frames; every object on each is one sample (~3.5 per frame)
-    image_lr: float = 3e-3
+    image_lr: float = 2e-3  # 3e-3 stalled on crowded frames (docs/sam2.md)
     video_steps: int = 1200
     clips_per_step: int = 4
     clip_frames: int = 8
-    video_lr: float = 1.5e-3
+    video_lr: float = 1e-3
     # Optional wall-clock budgets (seconds) per stage: the LR schedule then follows elapsed time and
     # the stage stops when its budget is spent; the steps reached are logged in the checkpoint.
     image_budget_s: float | None = None
     video_budget_s: float | None = None
     weight_decay: float = 0.05
-    warmup_steps: int = 100
+    warmup_steps: int = 200
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     correction_prob: float = 0.5
@@ -76,7 +76,7 @@ class TrainConfig:
     image_pool_size: int = 160
     # The memory path (memory encoder + attention, object pointers) learns this much faster than
     # the rest in the video stage: its gradients are small next to the image encoder's.
-    memory_lr_mult: float = 5.0
+    memory_lr_mult: float = 3.0
     # At the start of the video stage, scale the memory encoder's image projection so that the
     # image and the mask contribute comparably to a memory (see balance_memory_encoder).
     balance_memory: bool = True
