@@ -79,7 +79,9 @@ def plot(modes: dict, rounds: list[dict], path: Path) -> Path:
     axes[1].set_title("effort per round (interactive)")
     axes[1].set_xlabel("round")
     axes[1].legend(fontsize=8)
-    axes[2].plot(xs, [r.get("val_jf") or 0 for r in rounds], "o-", label="production J&F")
+    axes[2].plot(xs, [r.get("round_model_val_jf") or 0 for r in rounds], "s:",
+                 label="J&F of the model the round started from")
+    axes[2].plot(xs, [r.get("val_jf") or 0 for r in rounds], "o-", label="production J&F after the gate")
     axes[2].plot(xs, [r.get("candidate_val_jf") or 0 for r in rounds], "x--", label="candidate J&F")
     axes[2].set_title("validation J&F")
     axes[2].set_xlabel("round")
