@@ -72,7 +72,7 @@ class TrainConfig:
     # Image-stage frames come from their own pool of short videos with MORE objects than the
     # video stage: with 1-3 objects, segmenting 'whatever is salient' was a shortcut that kept the
     # decoder from ever using its prompt (docs/sam2.md); crowded frames take that shortcut away.
-    image_objects: tuple[int, int] = (2, 6)
+    image_objects: tuple[int, int] = (2, 5)  # what the shipped model was trained with
     image_pool_size: int = 160
     # The memory path (memory encoder + attention, object pointers) learns this much faster than
     # the rest in the video stage: its gradients are small next to the image encoder's.
@@ -237,8 +237,7 @@ class Sam2Trainer:
     @torch.no_grad()
     def _feature_rms(self) -> float:
         frames, _, _ = self._sample_clips()
-        backbone_out = self.model.forward_image(normalize_frames(frames[:, 0]))
-        _, feats, _, _ = self.model._prepare_backbone_features(backbone_out)
+        feats, _, _ = self._features(normalize_frames(frames[:, 0]))  # no grad: no penalty added
         return float(feats[-1].pow(2).mean().sqrt())
 
     def _with_aux(self, loss: torch.Tensor, stats: dict) -> tuple[torch.Tensor, dict]:
