@@ -68,6 +68,9 @@ def train_sam2_cmd(
     image_batch: int = typer.Option(8, help="Image stage: frames per step (every object on each frame is a sample)."),
     image_objects: str = typer.Option("2,5", help="Image stage: objects per training frame, 'LOW,HIGH'."),
     threads: int = typer.Option(2, help="CPU threads for torch (1 when other work shares the cores)."),
+    balance_memory: bool = typer.Option(
+        True, help="Rescale the memory path before the video stage (training from scratch; "
+                   "--no-balance-memory when continuing from a checkpoint that already tracks)."),
     register_version: bool = typer.Option(False, "--register", help="Register the result as a candidate."),
 ) -> None:
     """Train a small SAM 2 from scratch (or fine-tune) on synthetic videos, as SAM 2's trainer does."""
@@ -77,7 +80,7 @@ def train_sam2_cmd(
                       init_checkpoint=str(init_checkpoint) if init_checkpoint else None,
                       image_steps=image_steps, video_steps=video_steps, threads=threads,
                       image_lr=image_lr, video_lr=video_lr, memory_lr_mult=memory_lr_mult,
-                      warmup_steps=warmup_steps, image_batch=image_batch,
+                      warmup_steps=warmup_steps, image_batch=image_batch, balance_memory=balance_memory,
                       image_objects=_int_pair(image_objects, "--image-objects"),
                       image_budget_s=image_minutes * 60 if image_minutes else None,
                       video_budget_s=video_minutes * 60 if video_minutes else None)

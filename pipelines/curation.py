@@ -55,18 +55,22 @@ def _dataset_id(conn, dataset: str) -> int:
 
 # --- tags -> the next round -----------------------------------------------------------------------
 def videos_to_requeue(engine: Engine, dataset: str,
-                      tags: Sequence[CurationTagKind | str] = REQUEUE_TAGS) -> list[int]:
+                      tags: Sequence[CurationTagKind | str] = REQUEUE_TAGS,
+                      consumed_by_round_id: int | None = None) -> list[int]:
     """Ids of the videos of ``dataset`` with a pending (not yet consumed) ``reannotate`` or
-    ``needs-review`` tag, on the video, a frame or a masklet; videos excluded as a whole are left
-    out. Sorted."""
+    ``needs-review`` tag, on the video, a frame or a masklet (plus those whose tags round
+    ``consumed_by_round_id`` already consumed: a re-run of that round's ingest sees the same set);
+    videos excluded as a whole are left out. Sorted."""
     kinds = [CurationTagKind(t) for t in tags]
+    open_tag = CurationTag.consumed_by_round_id.is_(None)
+    if consumed_by_round_id is not None:
+        open_tag = open_tag | (CurationTag.consumed_by_round_id == consumed_by_round_id)
     with engine.connect() as conn:
         ds = _dataset_id(conn, dataset)
         in_ds = select(Video.id).where(Video.dataset_id == ds).scalar_subquery()
         tagged = {v for (v,) in conn.execute(
             select(CurationTag.video_id).where(CurationTag.video_id.in_(in_ds),
-                                               CurationTag.tag.in_(kinds),
-                                               CurationTag.consumed_by_round_id.is_(None)).distinct())}
+                                               CurationTag.tag.in_(kinds), open_tag).distinct())}
         excluded = excluded_from_training(engine, dataset, conn=conn).videos
     return sorted(tagged - excluded)
 

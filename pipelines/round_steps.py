@@ -33,16 +33,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pipelines.annotation_modes import effort_row, measure_modes, min_polygon
 from storage.schema import PipelineRun, RunStatus
 
 log = logging.getLogger(__name__)
 
 FLOW = "data_engine_round"
-STEPS = ("ingest", "preannotate", "push", "annotate", "sync", "repropagate", "train", "gate",
-         "effort")
+STEPS = ("ingest", "preannotate", "push", "annotate", "sync", "repropagate", "verify", "train",
+         "gate", "effort")
 
 
 # --- the step ledger -------------------------------------------------------------------------------
@@ -231,8 +232,33 @@ def ingest_step(ctx: RoundContext) -> dict:
             ss.add(rnd)
             ss.flush()
         round_id = rnd.id
-    return {"video_ids": sorted(i.video_id for i in rep.items), "round_id": round_id,
+    new_ids = sorted(i.video_id for i in rep.items)
+    requeued = requeued_videos(ctx, round_id, exclude=new_ids)
+    return {"video_ids": sorted(new_ids + requeued), "new_video_ids": new_ids,
+            "requeued_video_ids": requeued, "round_id": round_id,
             "model_version": prod.version, "model_version_id": prod.id, "video_seed": vseed}
+
+
+def requeued_videos(ctx: RoundContext, round_id: int, exclude: list[int]) -> list[int]:
+    """Videos of earlier rounds that go through this round again: a masklet was sent back at the
+    previous round's verification, or curators tagged them ``reannotate`` / ``needs-review`` in
+    FiftyOne (those tags are consumed by this round; a re-run sees the same set)."""
+    from pipelines.curation import consume_tags, videos_to_requeue
+    from storage.schema import AnnotationRound, Dataset, Masklet, MaskletStatus, SourceKind, Video
+
+    tagged = videos_to_requeue(ctx.engine, ctx.dataset, consumed_by_round_id=round_id)
+    with ctx.engine.connect() as c:
+        sent_back = set(c.scalars(
+            select(Masklet.video_id).distinct()
+            .join(AnnotationRound, AnnotationRound.id == Masklet.round_id)
+            .join(Video, Video.id == Masklet.video_id)
+            .join(Dataset, Dataset.id == Video.dataset_id)
+            .where(Dataset.name == ctx.dataset, AnnotationRound.number == ctx.round_number - 1,
+                   Masklet.source_kind == SourceKind.REPROPAGATED,
+                   Masklet.status == MaskletStatus.IN_REVIEW)))
+    if tagged:
+        consume_tags(ctx.engine, ctx.dataset, round_id, video_ids=tagged)
+    return sorted((set(tagged) | sent_back) - set(exclude))
 
 
 # --- 2. pre-annotate -------------------------------------------------------------------------------
@@ -252,15 +278,26 @@ def first_frame_prompts(gt, threshold: float):
 
 
 def preannotate_step(ctx: RoundContext) -> dict:
-    """SAM 2 (the round's production version) propagates the annotator's first-frame masks."""
-    from pipelines.preannotate import preannotate_video
+    """SAM 2 (the round's production version) propagates the annotator's first-frame masks on new
+    videos; a requeued video starts from its latest corrected or verified masklets instead (no
+    first-frame drawing)."""
+    from pipelines.preannotate import preannotate_video, prompts_from_previous_round
 
     ing = ctx.result("ingest")
+    requeued = set(ing.get("requeued_video_ids") or [])
     loaded = ctx.segmenter(ing["model_version"])
-    out = {"videos": {}, "first_frame_vertices": 0, "first_frame_masks": 0}
+    out = {"videos": {}, "first_frame_vertices": 0, "first_frame_masks": 0, "requeued_prompts": 0}
     for v in _round_videos(ctx, ing["video_ids"]):
-        gt = _ground_truth(ctx, v.ground_truth_uri)
-        prompts, vertices = first_frame_prompts(gt, ctx.settings.iou_threshold)
+        prompts = []
+        if v.id in requeued:
+            with ctx.engine.connect() as c:
+                prompts = prompts_from_previous_round(c, v.id)
+            out["requeued_prompts"] += len(prompts)
+        drawn = not prompts  # the annotator draws the first frame of a new video
+        vertices = 0
+        if drawn:
+            prompts, vertices = first_frame_prompts(_ground_truth(ctx, v.ground_truth_uri),
+                                                    ctx.settings.iou_threshold)
         o = preannotate_video(ctx.engine, ctx.blobs, loaded.segmenter, v,
                               model_version_id=ing["model_version_id"], round_id=ing["round_id"],
                               prompts=prompts)
@@ -268,15 +305,16 @@ def preannotate_step(ctx: RoundContext) -> dict:
             raise RuntimeError(f"pre-annotation of {v.uri} failed: {o.error}")
         out["videos"][str(v.id)] = {"masklets": o.masklets, "frames": o.frames}
         out["first_frame_vertices"] += vertices
-        out["first_frame_masks"] += len(prompts)
+        out["first_frame_masks"] += len(prompts) if drawn else 0
     return out
 
 
 # --- 3. push ---------------------------------------------------------------------------------------
-def push_step(ctx: RoundContext) -> dict:
-    """One correction chunk task per video chunk, frames served by Label Studio; idempotent."""
-    from annotation.labelstudio import ChunkObject, ChunkTask, chunk_ranges, import_chunk_tasks, write_frames
-    from annotation.labelstudio.label_config import CORRECTION
+def _chunk_tasks(ctx: RoundContext, kind: str, source_kind: str) -> list:
+    """One chunk task of ``kind`` per video chunk of the round, predicting the round model's
+    masklets of ``source_kind`` (its first predictions for correction, its re-propagation of the
+    corrected frames for verification); frames written once under the media root."""
+    from annotation.labelstudio import ChunkObject, ChunkTask, chunk_ranges, write_frames
     from storage.masklets import masklet_frames
     from storage.masks import decode_rle
     from storage.schema import Masklet
@@ -284,20 +322,14 @@ def push_step(ctx: RoundContext) -> dict:
     s = ctx.settings
     ing = ctx.result("ingest")
     media = s.resolved_media_root
-    store_dir = media / ctx.dataset
-    store_dir.mkdir(parents=True, exist_ok=True)
-    project = ctx.client.ensure_project(ctx.dataset, CORRECTION, max(1, s.round_objects))
-    ctx.client.ensure_local_storage(project.id, store_dir)
     chunks = []
     for v in _round_videos(ctx, ing["video_ids"]):
         name = Path(v.uri).stem.replace("/", "_")
-        frames = _frames(ctx, v)
-        urls = write_frames(frames, media, f"{ctx.dataset}/{name}")
         with ctx.engine.connect() as c:
             rows = c.execute(select(Masklet.id, Masklet.object_id, Masklet.label)
                              .where(Masklet.video_id == v.id, Masklet.round_id == ing["round_id"],
                                     Masklet.source_model_version_id == ing["model_version_id"],
-                                    Masklet.source_kind == "model")
+                                    Masklet.source_kind == source_kind)
                              .order_by(Masklet.object_id)).all()
             masks = {r.id: {t: decode_rle(rle) for t, rle in masklet_frames(c, r.id).items()}
                      for r in rows}
@@ -305,32 +337,53 @@ def push_step(ctx: RoundContext) -> dict:
                 for i, r in enumerate(rows)]
         if not objs:
             continue
+        urls = write_frames(_frames(ctx, v), media, f"{ctx.dataset}/{name}")
         for ci, (a, b) in enumerate(chunk_ranges(v.frame_count, s.chunk_frames)):
             pred = {(o.slot, t - a): masks[o.masklet_id][t] for o in objs for t in range(a, b)
                     if t in masks[o.masklet_id] and masks[o.masklet_id][t].any()}
             chunks.append(ChunkTask(dataset=ctx.dataset, video=name, chunk_index=ci, frame_start=a,
-                                    frame_stop=b, round_number=ctx.round_number, kind=CORRECTION,
+                                    frame_stop=b, round_number=ctx.round_number, kind=kind,
                                     width=v.width, height=v.height, frame_urls=urls[a:b], objects=objs,
                                     predicted=pred, model_version=f"sam2/{ing['model_version']}",
                                     video_id=v.id, round_id=ing["round_id"]))
+    return chunks
+
+
+def _import(ctx: RoundContext, kind: str, chunks: list) -> dict:
+    """Import ``chunks`` into the dataset's project of ``kind`` (idempotent through the database's
+    keys: a re-run creates no second task)."""
+    from annotation.labelstudio import import_chunk_tasks
+
+    s = ctx.settings
+    store_dir = s.resolved_media_root / ctx.dataset
+    store_dir.mkdir(parents=True, exist_ok=True)
+    project = ctx.client.ensure_project(ctx.dataset, kind, max(1, s.round_objects))
+    ctx.client.ensure_local_storage(project.id, store_dir)
     rep = import_chunk_tasks(ctx.client, project.id, chunks, engine=ctx.engine,
                              batch_size=s.label_studio_import_batch_size)
     if rep.failed:
-        raise RuntimeError(f"Label Studio import failed for {len(rep.failed)} tasks")
+        raise RuntimeError(f"Label Studio import into the {kind} project failed for "
+                           f"{len(rep.failed)} tasks")
     return {"project_id": project.id, "tasks": rep.task_ids}
 
 
+def push_step(ctx: RoundContext) -> dict:
+    """One correction chunk task per video chunk, frames served by Label Studio; idempotent."""
+    from annotation.labelstudio.label_config import CORRECTION
+
+    return _import(ctx, CORRECTION, _chunk_tasks(ctx, CORRECTION, "model"))
+
+
 # --- 4. annotate (and wait) ------------------------------------------------------------------------
-def annotate_step(ctx: RoundContext) -> dict:
-    """The scripted annotator corrects the round's tasks in `interactive` mode (SAM 2 clicks with the
-    round's model); then wait until every task has an annotation (poll, timeout). With
-    ``annotator="human"`` it only waits: a later run picks up where this one stopped."""
+def _annotate_and_wait(ctx: RoundContext, task_ids: list[int]) -> dict:
+    """The scripted annotator works the tasks (correction: `interactive` mode, SAM 2 clicks with the
+    round's model; verification: a verdict per masklet); then wait until every task has an
+    annotation (poll, timeout). With ``annotator="human"`` it only waits: a later run picks up
+    where this one stopped."""
     from annotation.scripted_annotator import Sam2ClickRefiner, ScriptedAnnotator, ScriptedAnnotatorConfig
 
     s = ctx.settings
-    push = ctx.result("push")
     ing = ctx.result("ingest")
-    task_ids = sorted(int(t) for t in push["tasks"].values())
     summary = {"tasks": len(task_ids), "submitted": 0, "clicks": 0, "masks_drawn": 0}
     if s.annotator == "scripted":
         loaded = ctx.segmenter(ing["model_version"])
@@ -360,6 +413,11 @@ def annotate_step(ctx: RoundContext) -> dict:
             raise TimeoutError(f"{len(pending)} of {len(task_ids)} tasks still without annotation "
                                f"after {s.annotation_timeout_s:.0f} s; run the round again later")
         time.sleep(s.annotation_poll_s)
+
+
+def annotate_step(ctx: RoundContext) -> dict:
+    """Correction of the pushed chunk tasks (scripted annotator or people), then wait."""
+    return _annotate_and_wait(ctx, sorted(int(t) for t in ctx.result("push")["tasks"].values()))
 
 
 # --- 5. sync ---------------------------------------------------------------------------------------
@@ -412,19 +470,29 @@ def _predicted(ctx: RoundContext, video_id: int, round_id: int, mv_id: int) -> d
 
 def repropagate_step(ctx: RoundContext) -> dict:
     """Frames a person corrected become mask prompts; SAM 2 propagates the rest of each masklet
-    again. The result is judged as verification would (every frame >= the IoU threshold:
-    accepted on the first pass)."""
+    again (as in the SAM 2 engine, where edits are propagated, not drawn frame by frame). The
+    result is stored as the round model's ``repropagated`` masklets, awaiting verification (one
+    transaction per video). A video that already has them is skipped: after a kill they may be in
+    verification tasks already, which refer to them by id."""
     from models.sam2.automatic import track_prompts
     from models.sam2.predict import Prompt
-    from storage.masks import mask_iou
+    from pipelines.preannotate import to_records
+    from storage.db import session_scope
+    from storage.masklets import replace_model_masklets
+    from storage.schema import Masklet, MaskletStatus, SourceKind
 
-    s = ctx.settings
     ing = ctx.result("ingest")
     loaded = ctx.segmenter(ing["model_version"])
-    accepted = total = 0
-    prompts_used = 0
+    masklets = prompts_used = 0
     for v in _round_videos(ctx, ing["video_ids"]):
-        gt = _ground_truth(ctx, v.ground_truth_uri)
+        with ctx.engine.connect() as c:
+            done = c.scalar(select(func.count()).select_from(Masklet).where(
+                Masklet.video_id == v.id, Masklet.round_id == ing["round_id"],
+                Masklet.source_kind == SourceKind.REPROPAGATED,
+                Masklet.source_model_version_id == ing["model_version_id"]))
+        if done:
+            masklets += done
+            continue
         corrected = _corrected(ctx, v.id, ing["round_id"])
         predicted = _predicted(ctx, v.id, ing["round_id"], ing["model_version_id"])
         prompts = []
@@ -436,21 +504,55 @@ def repropagate_step(ctx: RoundContext) -> dict:
         if not prompts:
             continue
         prompts_used += len(prompts)
-        frames = _frames(ctx, v)
-        source = loaded.segmenter.frame_source(frames, where=v.uri)
-        from storage.masks import decode_rle
-
+        source = loaded.segmenter.frame_source(_frames(ctx, v), where=v.uri)
         result = track_prompts(loaded.segmenter, source, prompts, where=v.uri)
-        for oid, m in result.items():
-            if oid not in gt.object_ids:
-                continue
-            k = gt.object_ids.index(oid)
-            ious = [mask_iou(decode_rle(m.rles[t]) if t in m.rles else np.zeros(gt.masks.shape[2:], bool),
-                             gt.masks[t, k]) for t in range(gt.num_frames)]
-            total += 1
-            accepted += int(min(ious) >= s.iou_threshold)
-    return {"masklets": total, "accepted_first_pass": accepted, "prompts": prompts_used,
-            "accepted_first_pass_pct": round(100.0 * accepted / total, 1) if total else None}
+        labels = _labels(ctx, v.id, ing["round_id"])
+        with session_scope(ctx.engine) as ss:
+            ids = replace_model_masklets(ss.connection(), video_id=v.id,
+                                         model_version_id=ing["model_version_id"],
+                                         round_id=ing["round_id"], records=to_records(result, labels),
+                                         status=MaskletStatus.IN_REVIEW,
+                                         source_kind=SourceKind.REPROPAGATED)
+        masklets += len(ids)
+    return {"masklets": masklets, "prompts": prompts_used}
+
+
+def _labels(ctx: RoundContext, video_id: int, round_id: int) -> dict[int, str]:
+    from storage.schema import Masklet
+
+    with ctx.engine.connect() as c:
+        return dict(c.execute(select(Masklet.object_id, Masklet.label)
+                              .where(Masklet.video_id == video_id, Masklet.round_id == round_id)).all())
+
+
+# --- 6b. verification --------------------------------------------------------------------------------
+def verify_step(ctx: RoundContext) -> dict:
+    """The re-propagated masklets go to verification in Label Studio (a verdict per masklet and
+    chunk: satisfactory / unsatisfactory); the verdicts are synced exactly once. Unsatisfactory
+    anywhere sends the masklet back to correction (status ``in_review``: the next round queues its
+    video again). Every part is idempotent, so a re-run after a kill resumes."""
+    from annotation.labelstudio.label_config import VERIFICATION
+    from annotation.labelstudio.sync import AnnotationSync
+    from storage.schema import Masklet, MaskletStatus, SourceKind
+
+    ing = ctx.result("ingest")
+    pushed = _import(ctx, VERIFICATION, _chunk_tasks(ctx, VERIFICATION, SourceKind.REPROPAGATED))
+    task_ids = sorted(int(t) for t in pushed["tasks"].values())
+    _annotate_and_wait(ctx, task_ids)
+    sync = AnnotationSync(ctx.engine).sync_project(ctx.client, int(pushed["project_id"]))
+    if sync.invalid:
+        raise RuntimeError(f"verification annotations rejected by validation: {sync.invalid}")
+    with ctx.engine.connect() as c:
+        rows = c.execute(select(Masklet.id, Masklet.video_id, Masklet.object_id, Masklet.status)
+                         .where(Masklet.round_id == ing["round_id"],
+                                Masklet.source_kind == SourceKind.REPROPAGATED,
+                                Masklet.source_model_version_id == ing["model_version_id"])).all()
+    accepted = [r for r in rows if r.status == MaskletStatus.VERIFIED]
+    sent_back = [{"masklet_id": r.id, "video_id": r.video_id, "object_id": r.object_id}
+                 for r in rows if r.status != MaskletStatus.VERIFIED]
+    return {"project_id": pushed["project_id"], "tasks": pushed["tasks"], "masklets": len(rows),
+            "accepted_first_pass": len(accepted), "sent_back": sent_back,
+            "accepted_first_pass_pct": round(100.0 * len(accepted) / len(rows), 1) if rows else None}
 
 
 # --- 7. train on Ray -------------------------------------------------------------------------------
@@ -589,13 +691,7 @@ def round_effort(ctx: RoundContext) -> dict:
     tm = TimeModel()
     frames = edited = clicks = 0
     seconds = 0.0
-    for t in ctx.client.export_snapshot(int(push["project_id"])):
-        if str(t.get("id")) not in {str(v) for v in push["tasks"].values()}:
-            continue
-        anns = [a for a in t.get("annotations") or [] if not a.get("was_cancelled")]
-        if not anns:
-            continue
-        a = max(anns, key=lambda a: a.get("id", 0))
+    for t, a in _latest_annotations(ctx, push):
         _, marker = split_marker(a.get("result"))
         n_obj = len((t.get("data") or {}).get("objects") or [])
         n_frames = len((t.get("data") or {}).get("frames") or [])
@@ -613,15 +709,25 @@ def round_effort(ctx: RoundContext) -> dict:
     edited = min(frames, edited + ff_frames)
     clicks += ff_vertices
     seconds += tm.mask_setup_s * ff_frames + tm.vertex_s * ff_vertices
-    return _effort_row(frames, edited, clicks, seconds)
+    return effort_row(frames, edited, clicks, seconds)
 
 
-def _effort_row(frames: int, edited: int, clicks: int, seconds: float) -> dict:
-    return {"frames": frames, "frames_edited": edited,
-            "frames_edited_pct": round(100.0 * edited / frames, 2) if frames else None,
-            "clicks_per_frame": round(clicks / frames, 3) if frames else None,
-            "clicks_per_edited_frame": round(clicks / edited, 3) if edited else None,
-            "seconds_per_frame": round(seconds / frames, 3) if frames else None}
+def _latest_annotations(ctx: RoundContext, pushed: dict):
+    """(task, its newest live annotation) for the tasks a push step created, from one export."""
+    ours = {str(v) for v in pushed["tasks"].values()}
+    for t in ctx.client.export_snapshot(int(pushed["project_id"])):
+        if str(t.get("id")) not in ours:
+            continue
+        anns = [a for a in t.get("annotations") or [] if not a.get("was_cancelled")]
+        if anns:
+            yield t, max(anns, key=lambda a: a.get("id", 0))
+
+
+def verification_seconds(ctx: RoundContext) -> float:
+    """Label Studio's lead_time of the round's verification annotations (simulated by the scripted
+    annotator's time model on synthetic data)."""
+    return float(sum(float(a.get("lead_time") or 0.0)
+                     for _, a in _latest_annotations(ctx, ctx.result("verify"))))
 
 
 def effort_step(ctx: RoundContext) -> dict:
@@ -629,9 +735,11 @@ def effort_step(ctx: RoundContext) -> dict:
     from storage.schema import AnnotationRound, RoundStatus
 
     eff = round_effort(ctx)
-    gate_r, rep = ctx.result("gate"), ctx.result("repropagate")
+    gate_r, rep = ctx.result("gate"), ctx.result("verify")
     row = {"round": ctx.round_number, "mode": "interactive", **eff,
            "accepted_first_pass_pct": rep.get("accepted_first_pass_pct"),
+           "verification_seconds_per_frame": (round(verification_seconds(ctx) / eff["frames"], 3)
+                                              if eff["frames"] else None),
            "val_jf": (gate_r.get("val") or {}).get("jf_mask"),
            "round_model_val_jf": (gate_r.get("production_val") or {}).get("jf_mask"),
            "candidate_val_jf": (gate_r.get("candidate_val") or {}).get("jf_mask"),
@@ -649,6 +757,7 @@ def effort_step(ctx: RoundContext) -> dict:
 STEP_FUNCTIONS: dict[str, Callable[[RoundContext], dict]] = {
     "ingest": ingest_step, "preannotate": preannotate_step, "push": push_step,
     "annotate": annotate_step, "sync": sync_step, "repropagate": repropagate_step,
+    "verify": verify_step,
     "train": train_step, "gate": gate_step, "effort": effort_step,
 }
 
@@ -669,126 +778,6 @@ def run_round(settings, dataset: str, round_number: int, seed: int = 0,
 
 
 # --- the modes (Table 1 style) ---------------------------------------------------------------------
-def min_polygon(mask: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
-    """(polygon mask, vertices): the true contour simplified as far as it can be while IoU with the
-    mask stays >= threshold (a person's fewest-click polygon)."""
-    import cv2
-
-    from storage.masks import mask_iou
-
-    m = np.ascontiguousarray(mask, dtype=np.uint8)
-    if not m.any():
-        return mask.astype(bool), 0
-    contours, hier = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
-    holes = [h[3] != -1 for h in hier[0]]
-    best = None
-    for eps in (8.0, 6.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.7, 0.5, 0.0):
-        polys = [cv2.approxPolyDP(c, eps, True) if eps > 0 else c for c in contours]
-        draw = np.zeros_like(m)
-        for p, hole in sorted(zip(polys, holes), key=lambda x: x[1]):  # outlines, then holes
-            cv2.drawContours(draw, [p], -1, 0 if hole else 1, thickness=-1)
-        n = int(sum(len(p) for p in polys))
-        if mask_iou(draw.astype(bool), mask) >= threshold:
-            best = (draw.astype(bool), n)
-            break
-    if best is None:  # tiny or thin shapes: the pixel mask itself (one vertex per contour point)
-        best = (mask.astype(bool), int(sum(len(c) for c in contours)))
-    return best
-
-
-def measure_modes(segmenter, videos, *, threshold: float = 0.9, click_limit: int = 5,
-                  time_model=None) -> dict:
-    """Effort of the three modes on the same videos (SyntheticVideo-like: frames, masks,
-    object_ids). Returns {mode: effort row}."""
-    from annotation.labelstudio.effort import TimeModel
-    from annotation.scripted_annotator import Sam2ClickRefiner, next_click
-    from models.sam2.automatic import track_prompts
-    from models.sam2.predict import Prompt
-    from storage.masks import decode_rle, mask_iou
-
-    tm = time_model or TimeModel()
-    refiner = Sam2ClickRefiner(segmenter)
-    acc = {m: {"frames": 0, "edited": 0, "clicks": 0, "seconds": 0.0} for m in
-           ("manual", "propagate", "interactive")}
-
-    def draw(mask):
-        return min_polygon(mask, threshold)[1]
-
-    def charge(mode, *, edited=0, clicks=0, polys=0, verts=0, checks=0):
-        a = acc[mode]
-        a["edited"] += edited
-        a["clicks"] += clicks + verts
-        a["seconds"] += tm.object_seconds(frames_checked=checks, clicks=clicks, masks_drawn=polys,
-                                          vertices=verts, verdicts=0)
-
-    def track(source, prompts, oid, T, H, W):
-        res = track_prompts(segmenter, source, prompts, where="modes").get(oid)
-        out = np.zeros((T, H, W), bool)
-        if res is not None:
-            for t, rle in res.rles.items():
-                out[t] = decode_rle(rle)
-        return out
-
-    for v in videos:
-        T, O, H, W = v.masks.shape
-        source = segmenter.frame_source(v.frames, where=getattr(v, "name", "video"))
-        for mode in acc:
-            acc[mode]["seconds"] += tm.shared_seconds(T)
-        for k in range(O):
-            gt = v.masks[:, k]
-            oid = k + 1
-            t0 = next((t for t in range(T) if gt[t].sum() >= 16), None)
-            for mode in acc:
-                acc[mode]["frames"] += T
-            if t0 is None:
-                for mode in acc:
-                    charge(mode, checks=T)
-                continue
-            # manual: every frame with the object drawn
-            for t in range(T):
-                if gt[t].any():
-                    charge("manual", edited=1, polys=1, verts=draw(gt[t]))
-            charge("manual", checks=T)
-            # propagate
-            first = min_polygon(gt[t0], threshold)[0]
-            charge("propagate", edited=1, polys=1, verts=draw(gt[t0]), checks=T)
-            prop = track(source, [Prompt(object_id=oid, frame_index=t0, mask=first)], oid, T, H, W)
-            for t in range(T):
-                if t != t0 and mask_iou(prop[t], gt[t]) < threshold:
-                    charge("propagate", edited=1, polys=1, verts=draw(gt[t]))
-            # interactive: fix the first failing frame, re-propagate, judge the rest again
-            charge("interactive", edited=1, polys=1, verts=draw(gt[t0]), checks=T)
-            prompts = [Prompt(object_id=oid, frame_index=t0, mask=first)]
-            cur = prop
-            t = t0 + 1
-            while t < T:
-                if mask_iou(cur[t], gt[t]) >= threshold:
-                    t += 1
-                    continue
-                session = refiner.open(v.frames[t])
-                mask, pts, lbl, n = cur[t], [], [], 0
-                while n < click_limit:
-                    c = next_click(mask, gt[t])
-                    if c is None:
-                        break
-                    pts.append(c[:2])
-                    lbl.append(1 if c[2] else 0)
-                    n += 1
-                    mask = refiner.click(session, oid, cur[t], np.asarray(pts, float), np.asarray(lbl))
-                    if mask_iou(mask, gt[t]) >= threshold:
-                        break
-                if mask_iou(mask, gt[t]) >= threshold:
-                    charge("interactive", edited=1, clicks=n)
-                else:
-                    mask = min_polygon(gt[t], threshold)[0]
-                    charge("interactive", edited=1, clicks=n, polys=1, verts=draw(gt[t]))
-                prompts.append(Prompt(object_id=oid, frame_index=t, mask=mask))
-                cur = track(source, prompts, oid, T, H, W)
-                cur[t] = mask
-                t += 1
-    return {m: _effort_row(a["frames"], a["edited"], a["clicks"], a["seconds"]) for m, a in acc.items()}
-
-
 def modes_step(ctx: RoundContext) -> dict:
     """The three modes measured on this round's videos with the round's model (not through LS)."""
     from storage.synthetic.videos import generate_videos

@@ -48,14 +48,19 @@ def frame_rows(masklet_id: int, rec: MaskletRecord) -> Iterator[tuple]:
 
 def replace_model_masklets(conn: Connection, *, video_id: int, model_version_id: int,
                            round_id: int | None, records: Sequence[MaskletRecord],
-                           status: MaskletStatus = MaskletStatus.PREDICTED) -> list[int]:
-    """Replace the masklets that `model_version_id` produced for `video_id` (in `round_id`).
+                           status: MaskletStatus = MaskletStatus.PREDICTED,
+                           source_kind: SourceKind = SourceKind.MODEL) -> list[int]:
+    """Replace the masklets that `model_version_id` produced for `video_id` (in `round_id`):
+    its first predictions (``SourceKind.MODEL``) or its re-propagation of corrected frames
+    (``SourceKind.REPROPAGATED``), each kind apart from the other.
 
     Runs in the caller's transaction; returns the new masklet ids in `records` order.
     """
+    if source_kind not in (SourceKind.MODEL, SourceKind.REPROPAGATED):
+        raise ValueError(f"model masklets are {SourceKind.MODEL} or {SourceKind.REPROPAGATED}, not {source_kind}")
     old = select(Masklet.id).where(
         Masklet.video_id == video_id,
-        Masklet.source_kind == SourceKind.MODEL,
+        Masklet.source_kind == source_kind,
         Masklet.source_model_version_id == model_version_id,
         (Masklet.round_id == round_id) if round_id is not None else Masklet.round_id.is_(None),
     )
@@ -68,7 +73,7 @@ def replace_model_masklets(conn: Connection, *, video_id: int, model_version_id:
         mid = conn.execute(
             Masklet.__table__.insert().values(
                 video_id=video_id, object_id=int(rec.object_id), label=rec.label,
-                source_kind=SourceKind.MODEL, source_model_version_id=model_version_id,
+                source_kind=source_kind, source_model_version_id=model_version_id,
                 status=status, round_id=round_id,
             ).returning(Masklet.id)
         ).scalar_one()

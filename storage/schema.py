@@ -162,6 +162,9 @@ class SourceKind(StrEnum):
     HUMAN = "human"
     SCRIPTED_ANNOTATOR = "scripted_annotator"
     GROUND_TRUTH = "ground_truth"
+    # SAM 2 re-propagating the frames a person (or the scripted annotator) corrected: the round's
+    # model made the masks, but from corrected prompts; kept apart from its first predictions.
+    REPROPAGATED = "repropagated"
 
 
 class MaskletStatus(StrEnum):

@@ -4,7 +4,7 @@ One FiftyOne sample per video (``video_id`` is the join key back to our database
 
 - frame fields (FiftyOne frame numbers are 1-based: frame ``t`` of ours is frame ``t + 1``):
   ``masks`` (``fo.Detections``: one instance mask per current masklet present on the frame, with
-  ``masklet_id``, ``object_id``, ``source`` (``model:<family>/<version>``, ``human``, ...),
+  ``masklet_id``, ``object_id``, ``source`` (``model:<family>/<version>``, ``repropagated:<family>/<version>``, ``human``, ...),
   ``status``, ``round``, ``predicted_iou`` (also the detection's ``confidence``), ``object_score``
   and ``gt_iou``), ``ground_truth`` (synthetic data: the exact masks) and one ``emb_<family>``
   vector per keyframe embedding;
@@ -83,8 +83,8 @@ PUBLISH_FLOW = "fiftyone_publish"
 INFO_TOKEN = "dataengine_publish_token"
 # Who wins when several masklets of one video share an object id: the latest round, then work by
 # people over the model's, then the newest row.
-_SOURCE_RANK = {SourceKind.GROUND_TRUTH: 3, SourceKind.HUMAN: 2, SourceKind.SCRIPTED_ANNOTATOR: 2,
-                SourceKind.MODEL: 1}
+_SOURCE_RANK = {SourceKind.GROUND_TRUTH: 4, SourceKind.HUMAN: 3, SourceKind.SCRIPTED_ANNOTATOR: 3,
+                SourceKind.REPROPAGATED: 2, SourceKind.MODEL: 1}
 
 
 class PublishError(RuntimeError):
@@ -307,8 +307,8 @@ def _read_batch(engine: Engine, blob_store: BlobStore, video_ids: list[int],
         masklets: dict[int, _MaskletInfo] = {}
         for m in s.scalars(select(Masklet).where(Masklet.video_id.in_(video_ids))
                            .order_by(Masklet.video_id, Masklet.id)):
-            src = (f"model:{mv.get(m.source_model_version_id, m.source_model_version_id)}"
-                   if m.source_kind == SourceKind.MODEL else str(m.source_kind))
+            src = (f"{m.source_kind}:{mv.get(m.source_model_version_id, m.source_model_version_id)}"
+                   if m.source_kind in (SourceKind.MODEL, SourceKind.REPROPAGATED) else str(m.source_kind))
             masklets[m.id] = _MaskletInfo(m.id, m.video_id, m.object_id, m.label, m.source_kind, src,
                                           m.status, round_no.get(m.round_id), m.updated_at)
         ids = list(masklets)

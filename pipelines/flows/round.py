@@ -39,6 +39,7 @@ push = _t("push", retries=3)
 annotate = _t("annotate", retries=2)
 sync = _t("sync", retries=3)
 repropagate = _t("repropagate")
+verify = _t("verify", retries=2)
 train = _t("train", retries=1)
 gate = _t("gate")
 effort = _t("effort", retries=2)
@@ -46,12 +47,13 @@ effort = _t("effort", retries=2)
 
 @flow(name="data_engine_round", persist_result=False)
 def data_engine_round(dataset: str, round_number: int, seed: int = 0) -> dict:
-    """ingest -> preannotate -> push -> annotate (wait) -> sync -> repropagate -> train -> gate -> effort"""
+    """ingest -> preannotate -> push -> annotate (wait) -> sync -> repropagate -> verify (push,
+    verdicts, sync) -> train -> gate -> effort"""
     args = (dataset, round_number, seed)
     out = {}
     for name, t in (("ingest", ingest), ("preannotate", preannotate), ("push", push),
                     ("annotate", annotate), ("sync", sync), ("repropagate", repropagate),
-                    ("train", train), ("gate", gate), ("effort", effort)):
+                    ("verify", verify), ("train", train), ("gate", gate), ("effort", effort)):
         out[name] = t(*args)
     _ctx.clear()
     return out

@@ -61,18 +61,37 @@ def test_one_round_end_to_end_and_resume(tmp_path, pg_url, labelstudio, ls_clien
     assert out["train"]["candidate"] and out["train"]["reused"] is False
     assert eff["val_jf"] is not None
 
+    # Verification: every re-propagated masklet judged once in Label Studio, synced back.
+    ver = out["verify"]
+    assert ver["masklets"] >= 2 and out["repropagate"]["masklets"] == ver["masklets"]
+    assert ver["accepted_first_pass"] + len(ver["sent_back"]) == ver["masklets"]
+    assert eff["accepted_first_pass_pct"] == ver["accepted_first_pass_pct"]
+    assert eff["verification_seconds_per_frame"] > 0
+
+    def count_tasks(c, kind):
+        return c.scalar(select(func.count()).select_from(AnnotationTask).where(AnnotationTask.kind == kind))
+
     with engine.connect() as c:
-        tasks = c.scalar(select(func.count()).select_from(AnnotationTask))
+        tasks = count_tasks(c, "correction")
+        vtasks = count_tasks(c, "verification")
+        statuses = dict(c.execute(select(Masklet.status, func.count()).where(
+            Masklet.source_kind == "repropagated").group_by(Masklet.status)).all())
         versions = c.scalar(select(func.count()).select_from(ModelVersion))
         corrected = c.scalar(select(func.count()).select_from(Masklet)
                              .where(Masklet.source_kind == "scripted_annotator"))
         efforts = c.scalar(select(func.count()).select_from(EffortEvent))
         modes = set(c.scalars(select(EffortEvent.mode).distinct()))
     assert corrected >= 2 and efforts >= 2
-    assert modes <= {"interactive", "manual"}
+    assert modes <= {"interactive", "manual", "review"} and "review" in modes
+    assert statuses.get("verified", 0) == ver["accepted_first_pass"]
+    assert statuses.get("in_review", 0) == len(ver["sent_back"])
+    assert vtasks == len(ver["tasks"]) > 0
     ls_tasks = list(ls_client.iter_tasks(out["push"]["project_id"], include="id"))
     ls_anns = sum(len(ls_client.list_annotations(int(t["id"]))) for t in ls_tasks)
     assert len(ls_tasks) == tasks
+    ls_vtasks = list(ls_client.iter_tasks(ver["project_id"], include="id"))
+    ls_vanns = sum(len(ls_client.list_annotations(int(t["id"]))) for t in ls_vtasks)
+    assert len(ls_vtasks) == vtasks and ls_vanns == vtasks
 
     # Re-running a finished round does nothing.
     again = data_engine_round(dataset="e2e", round_number=1, seed=3)
@@ -81,17 +100,20 @@ def test_one_round_end_to_end_and_resume(tmp_path, pg_url, labelstudio, ls_clien
     # "Killed" after the work but before the ledger recorded it: the later steps run again.
     with engine.begin() as c:
         c.execute(delete(PipelineRun).where(PipelineRun.run_key.in_(
-            [f"e2e/round1/{s}" for s in ("push", "annotate", "sync", "repropagate", "train", "gate",
-                                          "effort")])))
+            [f"e2e/round1/{s}" for s in ("push", "annotate", "sync", "repropagate", "verify", "train",
+                                          "gate", "effort")])))
     resumed = data_engine_round(dataset="e2e", round_number=1, seed=3)
     assert resumed["train"]["reused"] is True
     assert resumed["train"]["candidate"] == out["train"]["candidate"]
     with engine.connect() as c:
-        assert c.scalar(select(func.count()).select_from(AnnotationTask)) == tasks
+        assert count_tasks(c, "correction") == tasks and count_tasks(c, "verification") == vtasks
         assert c.scalar(select(func.count()).select_from(ModelVersion)) == versions
     ls_tasks2 = list(ls_client.iter_tasks(out["push"]["project_id"], include="id"))
     assert len(ls_tasks2) == len(ls_tasks)
     assert sum(len(ls_client.list_annotations(int(t["id"]))) for t in ls_tasks2) == ls_anns
+    ls_vtasks2 = list(ls_client.iter_tasks(ver["project_id"], include="id"))
+    assert len(ls_vtasks2) == vtasks
+    assert sum(len(ls_client.list_annotations(int(t["id"]))) for t in ls_vtasks2) == ls_vanns
     reg = ModelRegistry(engine, settings.blob_store())
     lineage = [i.version for i in reg.lineage("sam2", out["train"]["candidate"])]
     assert "sam2-base" in lineage  # the parent version

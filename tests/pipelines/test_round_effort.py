@@ -6,7 +6,7 @@ import pytest
 
 
 def test_min_polygon_is_the_fewest_vertices_that_keep_the_threshold():
-    from pipelines.round_steps import min_polygon
+    from pipelines.annotation_modes import min_polygon
     from storage.masks import mask_iou
 
     yy, xx = np.mgrid[:64, :64]
@@ -22,7 +22,7 @@ def test_min_polygon_is_the_fewest_vertices_that_keep_the_threshold():
 def test_modes_on_the_same_videos_and_report(tmp_path):
     from models.sam2 import BASE_CHECKPOINT
     from pipelines.effort_report import write_report
-    from pipelines.round_steps import measure_modes
+    from pipelines.annotation_modes import measure_modes
     from pipelines.sam2_runtime import build_segmenter
     from pipelines.settings import Settings
     from storage.synthetic.videos import generate_videos

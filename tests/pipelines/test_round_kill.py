@@ -25,7 +25,8 @@ DATASET = "killed"
 # annotator's requests, a sync transaction, Ray Train) rather than only at step boundaries.
 _RNG = np.random.default_rng(20261127)
 KILLS = [(step, round(float(_RNG.uniform(lo, hi)), 2)) for step, lo, hi in (
-    ("push", 0.0, 1.0), ("annotate", 0.5, 4.0), ("sync", 0.0, 0.5), ("train", 2.0, 12.0))]
+    ("push", 0.0, 1.0), ("annotate", 0.5, 4.0), ("sync", 0.0, 0.5), ("verify", 0.5, 3.0),
+    ("train", 2.0, 12.0))]
 
 
 def _round_cmd() -> list[str]:
@@ -55,8 +56,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 @pytest.mark.sam2
 def test_round_survives_kill_9_inside_steps(tmp_path, pg_url, labelstudio, ls_client):
     from storage.schema import (
-        AnnotationTask, AppliedAnnotation, EffortEvent, ModelVersion, PipelineRun, RunStatus,
-        TaskKind,
+        AnnotationTask, AppliedAnnotation, EffortEvent, Masklet, ModelVersion, PipelineRun,
+        RunStatus, TaskKind,
     )
     from storage.db import make_engine
 
@@ -100,6 +101,10 @@ def test_round_survives_kill_9_inside_steps(tmp_path, pg_url, labelstudio, ls_cl
                          .where(PipelineRun.run_key.like(f"{DATASET}/round1/%"))).all()
         tasks = c.execute(select(AnnotationTask.idempotency_key, AnnotationTask.external_task_id)
                           .where(AnnotationTask.kind == TaskKind.CORRECTION)).all()
+        vtasks = c.execute(select(AnnotationTask.idempotency_key, AnnotationTask.external_task_id)
+                           .where(AnnotationTask.kind == TaskKind.VERIFICATION)).all()
+        reprop = c.execute(select(Masklet.video_id, Masklet.object_id, Masklet.status)
+                           .where(Masklet.source_kind == "repropagated")).all()
         applied = c.execute(select(AppliedAnnotation.external_annotation_id, func.count())
                             .group_by(AppliedAnnotation.external_annotation_id)).all()
         versions = c.execute(select(ModelVersion.version, ModelVersion.config)).all()
@@ -108,7 +113,7 @@ def test_round_survives_kill_9_inside_steps(tmp_path, pg_url, labelstudio, ls_cl
                                 .group_by(EffortEvent.task_id, EffortEvent.masklet_id,
                                           EffortEvent.mode)).all()
     by_step = {k.rsplit("/", 1)[1]: (st, res) for k, st, res in runs}
-    assert set(by_step) >= {"push", "annotate", "sync", "train", "effort"}
+    assert set(by_step) >= {"push", "annotate", "sync", "repropagate", "verify", "train", "effort"}
     assert all(st == RunStatus.SUCCEEDED for st, _ in by_step.values())
     # Label Studio and the database agree: one task per chunk, none twice.
     project_id = by_step["push"][1]["project_id"]
@@ -118,7 +123,18 @@ def test_round_survives_kill_9_inside_steps(tmp_path, pg_url, labelstudio, ls_cl
     # Each task annotated once in Label Studio, and each annotation applied once here.
     for t in ls_tasks:
         assert len(ls_client.list_annotations(t)) == 1
-    assert len(applied) == len(ls_tasks) and all(n == 1 for _, n in applied)
+    # Verification: one task per chunk, one verdict annotation each, one re-propagated masklet per
+    # video and object, each judged (verified or sent back) exactly as the verify step reports.
+    vproject = by_step["verify"][1]["project_id"]
+    ls_vtasks = sorted(int(t["id"]) for t in ls_client.iter_tasks(vproject, include="id"))
+    assert len({k for k, _ in vtasks}) == len(vtasks) == len(ls_vtasks) == 3 * 2
+    assert ls_vtasks == sorted(int(t) for _, t in vtasks)
+    for t in ls_vtasks:
+        assert len(ls_client.list_annotations(t)) == 1
+    assert len({(v, o) for v, o, _ in reprop}) == len(reprop) == by_step["verify"][1]["masklets"]
+    assert (sum(st == "verified" for *_, st in reprop)
+            == by_step["verify"][1]["accepted_first_pass"])
+    assert len(applied) == len(ls_tasks) + len(ls_vtasks) and all(n == 1 for _, n in applied)
     assert effort_rows and all(n == 1 for *_, n in effort_rows)
     # One training, one registry version for it (besides the shipped base version).
     trained = [v for v, cfg in versions if (cfg or {}).get("run_key") == f"{DATASET}/round1/train"]

@@ -143,3 +143,40 @@ def test_one_head_and_frozen_revision_scripts():
 def test_unknown_revision_is_a_clear_error(sqlite_url):
     with pytest.raises(CommandError, match="nope"):
         upgrade(sqlite_url, "nope")
+
+
+def test_every_source_kind_of_the_orm_is_allowed_by_the_migrated_checks(empty_db_url):
+    """Migration 0002 widened the source-kind CHECKs for re-propagated masklets: each kind the
+    ORM knows is accepted by the migrated database, an unknown one is still refused; and going
+    back to 0001 removes what the old schema cannot hold."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from storage.schema import SourceKind
+
+    engine = make_engine(empty_db_url)
+    try:
+        upgrade(engine)
+        with engine.begin() as c:
+            c.execute(text("INSERT INTO datasets (id, name) VALUES (1, 'd')"))
+            c.execute(text("INSERT INTO model_versions (id, family, version, artifact_uri, "
+                           "artifact_sha256, config, metrics) VALUES (1, 'sam2', 'v1', "
+                           "'file:///x', :sha, '{}', '{}')"), {"sha": "ab" * 32})
+            c.execute(text("INSERT INTO videos (id, dataset_id, uri, sha256, fps, frame_count, "
+                           "width, height, size_bytes) VALUES (1, 1, 'v.mp4', :sha, 1.0, 2, 8, 8, 1)"),
+                      {"sha": "cd" * 32})
+        for i, kind in enumerate(SourceKind):
+            with engine.begin() as c:
+                c.execute(text("INSERT INTO masklets (video_id, object_id, label, source_kind, "
+                               "source_model_version_id, status) VALUES (1, :o, 'x', :k, 1, "
+                               "'predicted')"), {"o": i, "k": kind.value})
+        with pytest.raises(IntegrityError):
+            with engine.begin() as c:
+                c.execute(text("INSERT INTO masklets (video_id, object_id, label, source_kind, "
+                               "status) VALUES (1, 99, 'x', 'bogus', 'predicted')"))
+        downgrade(engine, "0001")
+        with engine.connect() as c:
+            kinds = set(c.scalars(text("SELECT source_kind FROM masklets")))
+        assert kinds == {k.value for k in SourceKind} - {"repropagated"}
+    finally:
+        engine.dispose()
