@@ -469,8 +469,9 @@ def _predicted(ctx: RoundContext, video_id: int, round_id: int, mv_id: int) -> d
 
 
 def repropagate_step(ctx: RoundContext) -> dict:
-    """Frames a person corrected become mask prompts; SAM 2 propagates the rest of each masklet
-    again (as in the SAM 2 engine, where edits are propagated, not drawn frame by frame). The
+    """Frames a person corrected become mask prompts (kept exactly as drawn); SAM 2 propagates the
+    rest of each masklet again (as in the SAM 2 engine, where edits are propagated, not drawn
+    frame by frame). The
     result is stored as the round model's ``repropagated`` masklets, awaiting verification (one
     transaction per video). A video that already has them is skipped: after a kill they may be in
     verification tasks already, which refer to them by id."""
@@ -735,7 +736,7 @@ def effort_step(ctx: RoundContext) -> dict:
     from storage.schema import AnnotationRound, RoundStatus
 
     eff = round_effort(ctx)
-    gate_r, rep = ctx.result("gate"), ctx.result("verify")
+    ing, gate_r, rep = ctx.result("ingest"), ctx.result("gate"), ctx.result("verify")
     row = {"round": ctx.round_number, "mode": "interactive", **eff,
            "accepted_first_pass_pct": rep.get("accepted_first_pass_pct"),
            "verification_seconds_per_frame": (round(verification_seconds(ctx) / eff["frames"], 3)
@@ -745,7 +746,9 @@ def effort_step(ctx: RoundContext) -> dict:
            "candidate_val_jf": (gate_r.get("candidate_val") or {}).get("jf_mask"),
            "promoted": bool(gate_r.get("promoted")),
            "model_version": gate_r.get("production"),
-           "annotated_with": ctx.result("ingest")["model_version"]}
+           "annotated_with": ing["model_version"],
+           "videos": len(ing["video_ids"]),
+           "requeued_videos": len(ing.get("requeued_video_ids") or [])}
     with session_scope(ctx.engine) as s:
         rnd = s.get(AnnotationRound, ctx.result("ingest")["round_id"])
         rnd.status = RoundStatus.COMPLETED
@@ -805,7 +808,7 @@ def run_rounds(settings, rounds: int, seed: int, *, dataset: str | None = None,
         round_started = time.time()
         if progress:
             progress(f"round {n}/{rounds} of {dataset}: ingest -> pre-annotate -> Label Studio -> "
-                     "scripted annotator -> sync -> re-propagate -> train (Ray) -> gate -> effort")
+                     "scripted annotator -> sync -> re-propagate -> verify -> train (Ray) -> gate -> effort")
         if use_prefect:
             from pipelines.flows.round import data_engine_round
 
@@ -827,7 +830,8 @@ def run_rounds(settings, rounds: int, seed: int, *, dataset: str | None = None,
 
     report = write_report(settings, dataset, modes or {}, rows)
     keys = ("round", "frames_edited_pct", "clicks_per_frame", "clicks_per_edited_frame",
-            "seconds_per_frame", "val_jf", "promoted", "model_version")
+            "seconds_per_frame", "val_jf", "promoted", "model_version", "accepted_first_pass_pct",
+            "verification_seconds_per_frame", "videos", "requeued_videos")
     mode_keys = ("frames_edited_pct", "clicks_per_frame", "clicks_per_edited_frame",
                  "seconds_per_frame")
     return {"modes": {m: {k: r.get(k) for k in mode_keys} | {"val_jf": rows[0].get("round_model_val_jf") if rows else None}

@@ -66,9 +66,19 @@ def collect(results, masklets: dict[int, Masklet]) -> dict[int, Masklet]:
 
 
 def track_prompts(segmenter: VideoSegmenter, source: FrameSource, prompts: list[Prompt],
-                  where: str = "video") -> dict[int, Masklet]:
+                  where: str = "video", keep_mask_prompts: bool = True) -> dict[int, Masklet]:
+    """Track the prompted objects through the video. With ``keep_mask_prompts`` a frame given as
+    a mask prompt keeps that exact mask: sam2's predictor echoes a mask prompt through its
+    quarter-resolution logits, which costs thin shapes ~0.06 IoU at 128 px (on target-domain
+    videos 7% of prompted frames fell below IoU 0.9 with their own prompt, so a person's
+    correction came back 'wrong' from re-propagation)."""
     masklets = {p.object_id: Masklet(p.object_id, p.frame_index) for p in prompts}
-    return collect(segmenter.track(source, prompts, where=where), masklets)
+    collect(segmenter.track(source, prompts, where=where), masklets)
+    if keep_mask_prompts:
+        for p in prompts:
+            if p.mask is not None:
+                masklets[p.object_id].rles[p.frame_index] = encode_rle(np.asarray(p.mask, dtype=bool))
+    return masklets
 
 
 class AutomaticMasklets:
