@@ -310,6 +310,16 @@ def preannotate_step(ctx: RoundContext) -> dict:
 
 
 # --- 3. push ---------------------------------------------------------------------------------------
+def _round_model_masklets(ing: dict, source_kind: str) -> tuple:
+    """WHERE terms selecting the round model's masklets of one kind: its first predictions
+    (``model``) or its re-propagation of the corrected frames (``repropagated``)."""
+    from storage.schema import Masklet
+
+    return (Masklet.round_id == ing["round_id"],
+            Masklet.source_model_version_id == ing["model_version_id"],
+            Masklet.source_kind == source_kind)
+
+
 def _chunk_tasks(ctx: RoundContext, kind: str, source_kind: str) -> list:
     """One chunk task of ``kind`` per video chunk of the round, predicting the round model's
     masklets of ``source_kind`` (its first predictions for correction, its re-propagation of the
@@ -327,9 +337,7 @@ def _chunk_tasks(ctx: RoundContext, kind: str, source_kind: str) -> list:
         name = Path(v.uri).stem.replace("/", "_")
         with ctx.engine.connect() as c:
             rows = c.execute(select(Masklet.id, Masklet.object_id, Masklet.label)
-                             .where(Masklet.video_id == v.id, Masklet.round_id == ing["round_id"],
-                                    Masklet.source_model_version_id == ing["model_version_id"],
-                                    Masklet.source_kind == source_kind)
+                             .where(Masklet.video_id == v.id, *_round_model_masklets(ing, source_kind))
                              .order_by(Masklet.object_id)).all()
             masks = {r.id: {t: decode_rle(rle) for t, rle in masklet_frames(c, r.id).items()}
                      for r in rows}
@@ -471,9 +479,8 @@ def _predicted(ctx: RoundContext, video_id: int, round_id: int, mv_id: int) -> d
 def repropagate_step(ctx: RoundContext) -> dict:
     """Frames a person corrected become mask prompts (kept exactly as drawn); SAM 2 propagates the
     rest of each masklet again (as in the SAM 2 engine, where edits are propagated, not drawn
-    frame by frame). The
-    result is stored as the round model's ``repropagated`` masklets, awaiting verification (one
-    transaction per video). A video that already has them is skipped: after a kill they may be in
+    frame by frame). The result is stored as the round model's ``repropagated`` masklets,
+    awaiting verification (one transaction per video). A video that already has them is skipped: after a kill they may be in
     verification tasks already, which refer to them by id."""
     from models.sam2.automatic import track_prompts
     from models.sam2.predict import Prompt
@@ -488,9 +495,7 @@ def repropagate_step(ctx: RoundContext) -> dict:
     for v in _round_videos(ctx, ing["video_ids"]):
         with ctx.engine.connect() as c:
             done = c.scalar(select(func.count()).select_from(Masklet).where(
-                Masklet.video_id == v.id, Masklet.round_id == ing["round_id"],
-                Masklet.source_kind == SourceKind.REPROPAGATED,
-                Masklet.source_model_version_id == ing["model_version_id"]))
+                Masklet.video_id == v.id, *_round_model_masklets(ing, SourceKind.REPROPAGATED)))
         if done:
             masklets += done
             continue
@@ -545,9 +550,7 @@ def verify_step(ctx: RoundContext) -> dict:
         raise RuntimeError(f"verification annotations rejected by validation: {sync.invalid}")
     with ctx.engine.connect() as c:
         rows = c.execute(select(Masklet.id, Masklet.video_id, Masklet.object_id, Masklet.status)
-                         .where(Masklet.round_id == ing["round_id"],
-                                Masklet.source_kind == SourceKind.REPROPAGATED,
-                                Masklet.source_model_version_id == ing["model_version_id"])).all()
+                         .where(*_round_model_masklets(ing, SourceKind.REPROPAGATED))).all()
     accepted = [r for r in rows if r.status == MaskletStatus.VERIFIED]
     sent_back = [{"masklet_id": r.id, "video_id": r.video_id, "object_id": r.object_id}
                  for r in rows if r.status != MaskletStatus.VERIFIED]
