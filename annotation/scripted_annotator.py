@@ -15,7 +15,9 @@ Correction tasks, per object of the task and frame of the chunk:
    prediction XOR ground truth), positive where the ground truth has the object (a miss), negative
    where it does not (a false alarm); the clicks so far, with the current mask as the prior, go to
    the interactive SAM 2 predictor (``Sam2ClickRefiner``); it stops once the IoU reaches the
-   threshold or after ``click_limit`` clicks;
+   threshold, after ``click_limit`` clicks, or as soon as a click leaves the mask no better than
+   the best one so far (``click_patience`` such clicks in a row: a person stops clicking when the
+   clicks stop helping, undoes, and keeps the best mask they saw);
 4. if the clicks did not get there, the ground-truth mask is drawn by hand (a polygon; its vertex
    count enters the time model).
 Each object gets the verdict "fixed" (or "reject"). Verification tasks: per object "satisfactory"
@@ -55,6 +57,7 @@ __all__ = [
     "ScriptedAnnotatorConfig",
     "TaskOutcome",
     "next_click",
+    "refine_with_clicks",
     "polygon_vertices",
 ]
 
@@ -139,6 +142,10 @@ class ScriptedAnnotatorConfig:
     name: str = "scripted-annotator-v1"
     iou_threshold: float = 0.9
     click_limit: int = 5
+    # Clicks in a row that may fail to improve on the best mask before the annotator gives up and
+    # draws (None: always spend `click_limit`). 1 is what a person does with a model that is
+    # making the mask worse: undo once, then reach for the polygon tool.
+    click_patience: int | None = 1
     match_min_iou: float = 0.05
     time_model: TimeModel = TimeModel()
 
@@ -315,7 +322,7 @@ class ScriptedAnnotator:
 
     def _click(self, slot: int, t: int, prior: np.ndarray, target: np.ndarray, task: Mapping,
                frame_cache: dict[int, np.ndarray], sessions: dict[int, Any]) -> tuple[np.ndarray, int]:
-        """Clicks until the IoU reaches the threshold or the limit; returns (mask, clicks)."""
+        """This frame's clicks (`refine_with_clicks`); returns (mask, clicks)."""
         cfg = self.config
         if self.refiner is None or cfg.click_limit <= 0:
             return prior, 0
@@ -323,20 +330,39 @@ class ScriptedAnnotator:
             frame_cache.update(self._frames(task, [t]))
         if t not in sessions:
             sessions[t] = self.refiner.open(frame_cache[t])
-        current = prior
-        points, labels = [], []
-        for n in range(1, cfg.click_limit + 1):
-            c = next_click(current, target)
-            if c is None:
-                return current, n - 1
-            x, y, positive = c
-            points.append((x, y))
-            labels.append(1 if positive else 0)
-            current = self.refiner.click(sessions[t], slot, prior, np.asarray(points, float),
-                                         np.asarray(labels))
-            if mask_iou(current, target) >= cfg.iou_threshold:
-                return current, n
-        return current, cfg.click_limit
+        return refine_with_clicks(self.refiner, sessions[t], slot, prior, target,
+                                  threshold=cfg.iou_threshold, limit=cfg.click_limit,
+                                  patience=cfg.click_patience)
+
+
+def refine_with_clicks(refiner: ClickRefiner, session: Any, obj: int, prior: np.ndarray,
+                       target: np.ndarray, *, threshold: float, limit: int,
+                       patience: int | None = 1) -> tuple[np.ndarray, int]:
+    """One frame's clicks (see the module doc, step 3): (best mask reached, clicks made). Stops at
+    IoU >= threshold, after `limit` clicks, or after `patience` clicks in a row that did not beat
+    the best mask so far (the annotator undoes them: the best mask is what is kept)."""
+    best, best_iou = prior, mask_iou(prior, target)
+    current = prior
+    points, labels = [], []
+    misses = 0
+    for n in range(1, limit + 1):
+        c = next_click(current, target)
+        if c is None:
+            return best, n - 1
+        x, y, positive = c
+        points.append((x, y))
+        labels.append(1 if positive else 0)
+        current = refiner.click(session, obj, prior, np.asarray(points, float), np.asarray(labels))
+        iou = mask_iou(current, target)
+        if iou > best_iou:
+            best, best_iou, misses = current, iou, 0
+        else:
+            misses += 1
+        if best_iou >= threshold:
+            return best, n
+        if patience is not None and misses >= patience:
+            return best, n
+    return best, limit
 
 
 def _choice(slot: int, verdict: str) -> dict:

@@ -36,11 +36,12 @@ def min_polygon(mask: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
 
 
 def measure_modes(segmenter, videos, *, threshold: float = 0.9, click_limit: int = 5,
-                  time_model=None) -> dict:
+                  click_patience: int | None = 1, time_model=None) -> dict:
     """Effort of the three modes on the same videos (SyntheticVideo-like: frames, masks,
-    object_ids). Returns {mode: effort row}."""
+    object_ids); clicks follow the scripted annotator's policy (`refine_with_clicks`).
+    Returns {mode: effort row}."""
     from annotation.labelstudio.effort import TimeModel
-    from annotation.scripted_annotator import Sam2ClickRefiner, next_click
+    from annotation.scripted_annotator import Sam2ClickRefiner, refine_with_clicks
     from models.sam2.automatic import track_prompts
     from models.sam2.predict import Prompt
     from storage.masks import decode_rle, mask_iou
@@ -104,18 +105,9 @@ def measure_modes(segmenter, videos, *, threshold: float = 0.9, click_limit: int
                 if mask_iou(cur[t], gt[t]) >= threshold:
                     t += 1
                     continue
-                session = refiner.open(v.frames[t])
-                mask, pts, lbl, n = cur[t], [], [], 0
-                while n < click_limit:
-                    c = next_click(mask, gt[t])
-                    if c is None:
-                        break
-                    pts.append(c[:2])
-                    lbl.append(1 if c[2] else 0)
-                    n += 1
-                    mask = refiner.click(session, oid, cur[t], np.asarray(pts, float), np.asarray(lbl))
-                    if mask_iou(mask, gt[t]) >= threshold:
-                        break
+                mask, n = refine_with_clicks(refiner, refiner.open(v.frames[t]), oid, cur[t], gt[t],
+                                             threshold=threshold, limit=click_limit,
+                                             patience=click_patience)
                 if mask_iou(mask, gt[t]) >= threshold:
                     charge("interactive", edited=1, clicks=n)
                 else:

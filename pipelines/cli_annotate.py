@@ -107,6 +107,8 @@ def scripted_cmd(
     kind: str = typer.Option("correction", help="Round kind: correction or verification."),
     iou_threshold: float = typer.Option(0.9, help="Masks below this IoU are corrected."),
     click_limit: int = typer.Option(5, help="Clicks per mask before drawing it by hand."),
+    click_patience: int = typer.Option(1, help="Clicks in a row that may fail to improve the mask "
+                                                "before drawing it by hand (0: spend click_limit)."),
     sam2: bool = typer.Option(True, "--sam2/--no-sam2", help="Refine clicks with the production SAM 2."),
     model_version: Optional[str] = typer.Option(None, help="SAM 2 registry version (default: production)."),
     as_json: bool = typer.Option(False, "--json", help="Print a summary as JSON (last line)."),
@@ -137,7 +139,7 @@ def scripted_cmd(
         return cache[name]
 
     bot = ScriptedAnnotator(client, refiner=refiner, config=ScriptedAnnotatorConfig(
-        iou_threshold=iou_threshold, click_limit=click_limit))
+        iou_threshold=iou_threshold, click_limit=click_limit, click_patience=click_patience or None))
     outcomes = bot.annotate_project(pid, gt_for)
     done = [o for o in outcomes if o.annotation_id is not None]
     summary = {"tasks": len(outcomes), "submitted": len(done),

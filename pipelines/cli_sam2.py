@@ -67,6 +67,9 @@ def train_sam2_cmd(
     warmup_steps: int = typer.Option(200, help="Warm-up steps of each stage."),
     image_batch: int = typer.Option(8, help="Image stage: frames per step (every object on each frame is a sample)."),
     image_objects: str = typer.Option("2,5", help="Image stage: objects per training frame, 'LOW,HIGH'."),
+    clip_frames: int = typer.Option(8, help="Video stage: frames per training clip (longer clips teach "
+                                            "objects that leave the frame and come back)."),
+    clips_per_step: int = typer.Option(4, help="Video stage: clips per step."),
     threads: int = typer.Option(2, help="CPU threads for torch (1 when other work shares the cores)."),
     balance_memory: bool = typer.Option(
         True, help="Rescale the memory path before the video stage (training from scratch; "
@@ -82,6 +85,7 @@ def train_sam2_cmd(
                       image_lr=image_lr, video_lr=video_lr, memory_lr_mult=memory_lr_mult,
                       warmup_steps=warmup_steps, image_batch=image_batch, balance_memory=balance_memory,
                       image_objects=_int_pair(image_objects, "--image-objects"),
+                      clip_frames=clip_frames, clips_per_step=clips_per_step,
                       image_budget_s=image_minutes * 60 if image_minutes else None,
                       video_budget_s=video_minutes * 60 if video_minutes else None)
 

@@ -397,7 +397,8 @@ def _annotate_and_wait(ctx: RoundContext, task_ids: list[int]) -> dict:
         loaded = ctx.segmenter(ing["model_version"])
         bot = ScriptedAnnotator(ctx.client, refiner=Sam2ClickRefiner(loaded.segmenter),
                                 config=ScriptedAnnotatorConfig(iou_threshold=s.iou_threshold,
-                                                               click_limit=s.click_limit))
+                                                               click_limit=s.click_limit,
+                                                               click_patience=s.click_patience or None))
         gts = {}
         for v in _round_videos(ctx, ing["video_ids"]):
             gts[Path(v.uri).stem] = _ground_truth(ctx, v.ground_truth_uri)
@@ -793,7 +794,8 @@ def modes_step(ctx: RoundContext) -> dict:
     vids = generate_videos(ing["video_seed"], s.round_videos, domain=s.round_domain,
                            frames=s.round_frames, objects=s.round_objects)
     return measure_modes(ctx.segmenter(ing["model_version"]).segmenter, vids,
-                         threshold=s.iou_threshold, click_limit=s.click_limit)
+                         threshold=s.iou_threshold, click_limit=s.click_limit,
+                         click_patience=s.click_patience or None)
 
 
 STEP_FUNCTIONS["modes"] = modes_step

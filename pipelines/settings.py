@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     round_domain: str = "target"
     iou_threshold: float = 0.9  # the scripted annotator brings every frame to this IoU
     click_limit: int = 5
+    # Clicks in a row that fail to improve the mask before the scripted annotator draws it
+    # instead (0: always spend click_limit); see annotation.scripted_annotator.refine_with_clicks.
+    click_patience: int = 1
     annotation_timeout_s: float = 600.0  # waiting for annotation; a later run picks up
     annotation_poll_s: float = 5.0
     annotator: str = "scripted"  # "scripted" (synthetic data) or "human" (only wait and poll)

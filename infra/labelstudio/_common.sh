@@ -18,6 +18,10 @@ ls_export_common_env() {
   export LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK=true
   export LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true
   export DJANGO_DB=sqlite
+  # Label Studio reports errors to its vendor's Sentry by default (backend, and the DSN is put in
+  # every page for the browser): off unless an operator names their own (LS_SENTRY_DSN,
+  # LS_FRONTEND_SENTRY_DSN), so no task data or stack trace leaves the deployment by surprise.
+  export SENTRY_DSN="${LS_SENTRY_DSN:-}" FRONTEND_SENTRY_DSN="${LS_FRONTEND_SENTRY_DSN:-}"
   export PYTHONUNBUFFERED=1
   unset DJANGO_SETTINGS_MODULE
 }

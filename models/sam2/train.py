@@ -158,6 +158,11 @@ def _point_prompt(masks: torch.Tensor, kind: str) -> dict:
 class Sam2Trainer:
     def __init__(self, cfg: TrainConfig, extra_videos: list[SyntheticVideo] | None = None,
                  progress: Callable[[dict], None] | None = None):
+        if not 2 <= cfg.clip_frames <= cfg.video_frames:
+            raise ValueError(f"clip_frames must be between 2 and video_frames ({cfg.video_frames}), "
+                             f"got {cfg.clip_frames}")
+        if cfg.clips_per_step < 1:
+            raise ValueError(f"clips_per_step must be >= 1, got {cfg.clips_per_step}")
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)

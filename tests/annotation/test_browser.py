@@ -88,6 +88,9 @@ def test_correction_task_shows_predicted_masks(labelstudio, ls_client, browser):
     for bad in ("Server Error", "Page not found", "Something went wrong", "Traceback"):
         assert bad not in body
     assert "Label Studio" in browser.title or "Labeling" in body or "Submit" in body
+    # Label Studio's default puts its vendor's Sentry DSN into every page (the browser would report
+    # errors, with their context, there); infra/labelstudio/_common.sh turns it off.
+    assert "sentry.io" not in browser.page_source
     # object_1's overlay (#e6194b) is on the screen, over roughly the predicted area
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     red = (img[..., 0] > 170) & (img[..., 1] < 100) & (img[..., 2] > 40) & (img[..., 2] < 150)

@@ -17,6 +17,7 @@ from annotation.scripted_annotator import (
     ScriptedAnnotatorConfig,
     next_click,
     polygon_vertices,
+    refine_with_clicks,
 )
 from storage.masks import decode_rle, mask_iou
 from storage.schema import ActorKind, EffortEvent, EffortMode, FrameMask, Masklet, MaskletStatus, SourceKind
@@ -45,6 +46,49 @@ def test_clicks_go_to_the_centre_of_the_largest_error_region():
     ring = target.copy()
     ring[15:25, 15:25] = False
     assert polygon_vertices(ring) == 8  # the outline and the hole
+
+
+class _ReplayRefiner:
+    """Returns a fixed sequence of masks, one per click: the annotator's stopping rule is what is
+    under test here, not a model (the SAM 2 refiner runs against the server below)."""
+
+    def __init__(self, masks):
+        self.masks = list(masks)
+        self.calls = []
+
+    def open(self, frame):
+        return {}
+
+    def click(self, session, obj, prior, points, labels):
+        self.calls.append(len(points))
+        return self.masks[len(self.calls) - 1]
+
+
+def _square(x0: int) -> np.ndarray:
+    m = np.zeros((40, 40), bool)
+    m[10:30, x0:x0 + 20] = True
+    return m
+
+
+def test_annotator_gives_up_on_clicks_that_do_not_help_and_keeps_the_best_mask():
+    target, prior = _square(10), _square(14)  # IoU 0.67
+    better, worse = _square(12), _square(20)  # 0.82, 0.33
+    # a click that makes it worse: one miss with patience 1, the prior is kept
+    ref = _ReplayRefiner([worse, better, target])
+    mask, clicks = refine_with_clicks(ref, {}, 1, prior, target, threshold=0.9, limit=5, patience=1)
+    assert clicks == 1 and mask is prior and ref.calls == [1]
+    # improving clicks go on until the threshold; every click so far is sent each time
+    ref = _ReplayRefiner([better, target, worse])
+    mask, clicks = refine_with_clicks(ref, {}, 1, prior, target, threshold=0.9, limit=5, patience=1)
+    assert clicks == 2 and mask is ref.masks[1] and ref.calls == [1, 2]
+    # patience 2 tolerates one miss; the best mask (not the last) is returned at the limit
+    ref = _ReplayRefiner([better, worse, better, worse, worse])
+    mask, clicks = refine_with_clicks(ref, {}, 1, prior, target, threshold=0.9, limit=3, patience=2)
+    assert clicks == 3 and mask_iou(mask, target) == pytest.approx(mask_iou(better, target))
+    # no patience: the whole limit is spent
+    ref = _ReplayRefiner([worse] * 5)
+    _, clicks = refine_with_clicks(ref, {}, 1, prior, target, threshold=0.9, limit=5, patience=None)
+    assert clicks == 5
 
 
 def test_time_model_adds_up():
@@ -104,7 +148,7 @@ def test_corrects_with_sam2_clicks_and_is_stored_as_the_scripted_annotator(
         labelstudio, ls_client, engine, video, sam2_refiner):
     _, gt = video
     setup = _setup(engine, ls_client, labelstudio, video, CORRECTION)
-    cfg = ScriptedAnnotatorConfig(click_limit=2)
+    cfg = ScriptedAnnotatorConfig(click_limit=2, click_patience=None)
     bot = ScriptedAnnotator(ls_client, refiner=sam2_refiner, config=cfg)
     outcomes = [bot.annotate_task(tid, gt) for _, tid in sorted(setup.task_ids.items())]
     assert all(o.annotation_id is not None for o in outcomes)

@@ -104,3 +104,11 @@ def test_lr_schedule_warms_up_then_decays():
     lrs = [lr_at(s, 100, 1.0, 10, 0.05) for s in range(100)]
     assert lrs[0] < lrs[9] <= 1.0
     assert lrs[10] > lrs[50] > lrs[99] >= 0.05
+
+
+def test_clip_length_outside_the_videos_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="clip_frames must be between 2 and video_frames"):
+        Sam2Trainer(TrainConfig(out_dir=str(tmp_path), video_frames=12, clip_frames=16))
+    with pytest.raises(ValueError, match="clips_per_step"):
+        Sam2Trainer(TrainConfig(out_dir=str(tmp_path), clips_per_step=0))
+    assert not any(tmp_path.iterdir())  # nothing written
