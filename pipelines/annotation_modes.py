@@ -113,8 +113,9 @@ def measure_modes(segmenter, videos, *, threshold: float = 0.9, click_limit: int
                 else:
                     mask = min_polygon(gt[t], threshold)[0]
                     charge("interactive", edited=1, clicks=n, polys=1, verts=draw(gt[t]))
-                prompts.append(Prompt(object_id=oid, frame_index=t, mask=mask))
-                cur = track(source, prompts, oid, T, H, W)
+                if mask.any():  # an erased mask (object absent) is no prompt SAM 2 can take
+                    prompts.append(Prompt(object_id=oid, frame_index=t, mask=mask))
+                    cur = track(source, prompts, oid, T, H, W)
                 cur[t] = mask
                 t += 1
     return {m: effort_row(a["frames"], a["edited"], a["clicks"], a["seconds"]) for m, a in acc.items()}

@@ -43,8 +43,20 @@ def generate(
     err.print(f"wrote {videos} videos + ground truth to {out}")
 
 
-def _demo_rounds(rounds: int, seed: int, as_json: bool) -> None:
-    """N closed-loop rounds on the embedded defaults. A local Label Studio is started for the
+def _prefect_defaults(work_dir) -> None:
+    """Prefect for a one-machine demo: its own home under the work dir (an ephemeral API server
+    on SQLite, started by the first flow run) unless the operator points PREFECT_* elsewhere; no
+    analytics; a start-up timeout that a busy 2-core machine meets."""
+    import os
+
+    os.environ.setdefault("PREFECT_HOME", str(Path(work_dir).resolve() / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+def _demo_rounds(rounds: int, seed: int, as_json: bool, use_prefect: bool = True) -> None:
+    """N closed-loop rounds on the embedded defaults, each as the Prefect flow `data_engine_round`
+    (or as plain steps with use_prefect=False). A local Label Studio is started for the
     demo when none answers at the configured loopback URL (and stopped again afterwards)."""
     from pipelines.effort_report import print_tables
     from pipelines.round_steps import run_rounds
@@ -52,6 +64,8 @@ def _demo_rounds(rounds: int, seed: int, as_json: bool) -> None:
 
     started = time.time()
     settings = Settings()
+    if use_prefect:
+        _prefect_defaults(settings.work_dir)
     server, we_started = None, False
     try:
         from pipelines.cli_services import _server
@@ -65,7 +79,8 @@ def _demo_rounds(rounds: int, seed: int, as_json: bool) -> None:
         server = None
     console.rule(f"[bold]dataengine demo: {rounds} closed-loop rounds (seed {seed})")
     try:
-        result = run_rounds(settings, rounds, seed, progress=lambda msg: err.print(msg))
+        result = run_rounds(settings, rounds, seed, use_prefect=use_prefect,
+                            progress=lambda msg: err.print(msg))
     finally:
         if we_started and server is not None:
             server.stop()
@@ -83,12 +98,15 @@ def demo(
     dataset: str = typer.Option("demo", help="Dataset name."),
     rounds: int = typer.Option(0, help="Also run N closed-loop annotation rounds (scripted annotator "
                                        "through Label Studio, retraining, gate, effort report)."),
+    prefect: bool = typer.Option(True, "--prefect/--no-prefect",
+                                 help="With --rounds: run each round as the Prefect flow (default) "
+                                      "or as the same steps without Prefect."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary as the last line."),
 ) -> None:
     """The main job on the embedded defaults: generate, ingest, pre-annotate, score, export;
     with --rounds N, the closed loop's rounds instead (see docs/loop.md)."""
     if rounds > 0:
-        _demo_rounds(rounds, seed, as_json)
+        _demo_rounds(rounds, seed, as_json, use_prefect=prefect)
         return
     import numpy as np
     from sqlalchemy import select

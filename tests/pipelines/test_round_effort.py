@@ -45,3 +45,20 @@ def test_modes_on_the_same_videos_and_report(tmp_path):
     paths = write_report(Settings(work_dir=tmp_path), "t", modes, rounds)
     assert paths["png"].stat().st_size > 1000
     assert "interactive" in paths["html"].read_text()
+
+
+@pytest.mark.sam2
+def test_interactive_mode_erases_a_mask_where_the_object_has_left():
+    # Object 2 of this target-domain video is out of the frame on frames 9-11 while the base model
+    # still predicts it there: the annotator's fix is an empty mask, which must not become a
+    # prompt (SAM 2 takes no empty mask prompt; this once stopped the demo).
+    from models.sam2 import BASE_CHECKPOINT
+    from pipelines.annotation_modes import measure_modes
+    from pipelines.sam2_runtime import build_segmenter
+    from storage.synthetic.videos import generate_videos
+
+    seg, _ = build_segmenter(BASE_CHECKPOINT, device="cpu")
+    (v,) = generate_videos(13_001, 1, domain="target", frames=16, objects=2)
+    assert not v.masks[9:12, 1].any() and v.masks[8, 1].any()
+    modes = measure_modes(seg, [v], threshold=0.9)
+    assert modes["interactive"]["frames"] == 32 and modes["interactive"]["frames_edited"] > 0
