@@ -18,8 +18,9 @@ Correction tasks, per object of the task and frame of the chunk:
    threshold, after ``click_limit`` clicks, or as soon as a click leaves the mask no better than
    the best one so far (``click_patience`` such clicks in a row: a person stops clicking when the
    clicks stop helping, undoes, and keeps the best mask they saw);
-4. if the clicks did not get there, the ground-truth mask is drawn by hand (a polygon; its vertex
-   count enters the time model).
+4. if the clicks did not get there, the mask is drawn by hand: charged as the polygon with the
+   fewest vertices that keeps IoU >= ``iou_threshold`` (``min_polygon``, the `manual` mode's rule;
+   its vertex count enters the time model), stored as the exact ground-truth mask.
 Each object gets the verdict "fixed" (or "reject"). Verification tasks: per object "satisfactory"
 when every frame's IoU is at least the threshold, else "unsatisfactory".
 
@@ -58,7 +59,7 @@ __all__ = [
     "TaskOutcome",
     "next_click",
     "refine_with_clicks",
-    "polygon_vertices",
+    "min_polygon",
 ]
 
 log = logging.getLogger(__name__)
@@ -84,16 +85,29 @@ def next_click(current: np.ndarray, target: np.ndarray) -> tuple[int, int, bool]
     return int(x), int(y), bool(target[y, x])
 
 
-def polygon_vertices(mask: np.ndarray, epsilon: float = 1.0) -> int:
-    """Vertices of the polygons a person would draw for ``mask`` (outer contours and holes,
-    simplified to ``epsilon`` px)."""
+def min_polygon(mask: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
+    """(polygon mask, vertices): the true contour simplified as far as it can be while IoU with the
+    mask stays >= threshold (a person's fewest-click polygon)."""
     import cv2
 
     m = np.ascontiguousarray(mask, dtype=np.uint8)
     if not m.any():
-        return 0
-    contours, _ = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    return int(sum(len(cv2.approxPolyDP(c, epsilon, True)) for c in contours))
+        return mask.astype(bool), 0
+    contours, hier = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    holes = [h[3] != -1 for h in hier[0]]
+    best = None
+    for eps in (8.0, 6.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.7, 0.5, 0.0):
+        polys = [cv2.approxPolyDP(c, eps, True) if eps > 0 else c for c in contours]
+        draw = np.zeros_like(m)
+        for p, hole in sorted(zip(polys, holes), key=lambda x: x[1]):  # outlines, then holes
+            cv2.drawContours(draw, [p], -1, 0 if hole else 1, thickness=-1)
+        n = int(sum(len(p) for p in polys))
+        if mask_iou(draw.astype(bool), mask) >= threshold:
+            best = (draw.astype(bool), n)
+            break
+    if best is None:  # tiny or thin shapes: the pixel mask itself (one vertex per contour point)
+        best = (mask.astype(bool), int(sum(len(c) for c in contours)))
+    return best
 
 
 class ClickRefiner(Protocol):
@@ -264,9 +278,12 @@ class ScriptedAnnotator:
                                                    task, frame_cache, sessions)
                         eff.clicks += clicks
                         if mask_iou(mask, target) < cfg.iou_threshold:
-                            mask = target.copy()  # drawn by hand
+                            # Drawn by hand: charged as the fewest-vertex polygon that reaches
+                            # the threshold (the `manual` mode's rule); the exact mask is stored,
+                            # as for the first-frame masks (a simulation convenience, docs/loop.md).
+                            mask = target.copy()
                             eff.strokes += 1
-                            eff.vertices += polygon_vertices(target)
+                            eff.vertices += min_polygon(target, cfg.iou_threshold)[1]
                         final[o.slot][t] = mask
                         out.iou_after[(o.slot, t)] = mask_iou(mask, target)
                 eff.seconds = tm.object_seconds(frames_checked=T, clicks=eff.clicks,

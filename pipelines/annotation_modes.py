@@ -7,32 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def min_polygon(mask: np.ndarray, threshold: float) -> tuple[np.ndarray, int]:
-    """(polygon mask, vertices): the true contour simplified as far as it can be while IoU with the
-    mask stays >= threshold (a person's fewest-click polygon)."""
-    import cv2
-
-    from storage.masks import mask_iou
-
-    m = np.ascontiguousarray(mask, dtype=np.uint8)
-    if not m.any():
-        return mask.astype(bool), 0
-    contours, hier = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
-    holes = [h[3] != -1 for h in hier[0]]
-    best = None
-    for eps in (8.0, 6.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.7, 0.5, 0.0):
-        polys = [cv2.approxPolyDP(c, eps, True) if eps > 0 else c for c in contours]
-        draw = np.zeros_like(m)
-        for p, hole in sorted(zip(polys, holes), key=lambda x: x[1]):  # outlines, then holes
-            cv2.drawContours(draw, [p], -1, 0 if hole else 1, thickness=-1)
-        n = int(sum(len(p) for p in polys))
-        if mask_iou(draw.astype(bool), mask) >= threshold:
-            best = (draw.astype(bool), n)
-            break
-    if best is None:  # tiny or thin shapes: the pixel mask itself (one vertex per contour point)
-        best = (mask.astype(bool), int(sum(len(c) for c in contours)))
-    return best
+from annotation.scripted_annotator import min_polygon  # noqa: F401  (one polygon rule for all)
 
 
 def measure_modes(segmenter, videos, *, threshold: float = 0.9, click_limit: int = 5,

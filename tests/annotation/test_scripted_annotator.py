@@ -15,8 +15,8 @@ from annotation.scripted_annotator import (
     Sam2ClickRefiner,
     ScriptedAnnotator,
     ScriptedAnnotatorConfig,
+    min_polygon,
     next_click,
-    polygon_vertices,
     refine_with_clicks,
 )
 from storage.masks import decode_rle, mask_iou
@@ -29,7 +29,7 @@ SIZE, FRAMES, CHUNK = 64, 8, 4
 BAD = {(1, 1), (1, 6)}  # (object id, frame) whose prediction is off
 
 
-def test_clicks_go_to_the_centre_of_the_largest_error_region():
+def test_clicks_go_to_the_centre_of_the_largest_error_region_and_polygons_count_vertices():
     target = np.zeros((40, 40), bool)
     target[5:35, 5:35] = True
     current = target.copy()
@@ -42,10 +42,10 @@ def test_clicks_go_to_the_centre_of_the_largest_error_region():
     x, y, positive = next_click(only_fp, target)
     assert not positive and y >= 36
     assert next_click(target, target) is None
-    assert polygon_vertices(target) == 4 and polygon_vertices(np.zeros((4, 4), bool)) == 0
+    assert min_polygon(target, 0.9)[1] == 4 and min_polygon(np.zeros((4, 4), bool), 0.9)[1] == 0
     ring = target.copy()
     ring[15:25, 15:25] = False
-    assert polygon_vertices(ring) == 8  # the outline and the hole
+    assert min_polygon(ring, 0.9)[1] == 8  # the outline and the hole
 
 
 class _ReplayRefiner:

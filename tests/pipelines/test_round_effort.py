@@ -6,7 +6,7 @@ import pytest
 
 
 def test_min_polygon_is_the_fewest_vertices_that_keep_the_threshold():
-    from pipelines.annotation_modes import min_polygon
+    from annotation.scripted_annotator import min_polygon
     from storage.masks import mask_iou
 
     yy, xx = np.mgrid[:64, :64]
