@@ -432,6 +432,9 @@ def _video_values(batch: _Batch, v: Video, masklets: list[_MaskletInfo], gt: dic
     sv["least_masklet_pred_iou"][vid] = float(min(cur_means)) if cur_means else None
     sv["status_counts"][vid] = dict(status_counts)
     sv["rejected_masklets"][vid] = status_counts.get("rejected", 0)
+    # Re-propagated masklets judged unsatisfactory at verification go back to in_review.
+    sv["sent_back_masklets"][vid] = sum(1 for m in current if m.source_kind == SourceKind.REPROPAGATED
+                                        and m.status == MaskletStatus.IN_REVIEW)
     sv["corrected_masklets"][vid] = status_counts.get("corrected", 0) + status_counts.get("verified", 0)
     sv["effort_seconds"][vid] = float(totals.get("seconds", 0.0))
     sv["effort_frames_edited"][vid] = int(totals.get("frames_edited", 0))
@@ -475,7 +478,7 @@ _SAMPLE_FIELDS = {
     "video_id": "IntField", "split": "StringField", "sha256": "StringField",
     "source_path": "StringField", "latest_round": "IntField", "masklet_count": "IntField",
     "mean_pred_iou": "FloatField", "least_masklet_pred_iou": "FloatField",
-    "rejected_masklets": "IntField", "corrected_masklets": "IntField",
+    "rejected_masklets": "IntField", "sent_back_masklets": "IntField", "corrected_masklets": "IntField",
     "effort_seconds": "FloatField", "effort_frames_edited": "IntField",
     "effort_clicks": "IntField", "effort_strokes": "IntField", "has_ground_truth": "BooleanField",
     "gt_iou_mean": "FloatField", "near_duplicate_of": "IntField", "duplicate_distance": "FloatField",

@@ -5,6 +5,7 @@
 | ``least-confident-masklets`` | videos by their least confident masklet (mean predicted IoU), frames' masks below the threshold |
 | ``most-corrected-videos`` | videos with edited frames, most edited first |
 | ``rejected-at-verification`` | videos with rejected masklets, only those masks shown |
+| ``sent-back-at-verification`` | videos whose re-propagated masklets were judged unsatisfactory (back in review), only those masks shown |
 | ``gt-disagreement`` | synthetic videos whose masks disagree with the ground truth (mean IoU below the threshold) |
 | ``near-duplicates`` | videos whose pooled SAM 2 embedding nearly repeats another video's |
 | ``to-reannotate`` / ``excluded`` / ``needs-review`` | what curators tagged (samples or labels) |
@@ -16,10 +17,10 @@ from collections.abc import Sequence
 __all__ = ["VIEWS_VERSION", "VIEW_NAMES", "build_views", "save_views"]
 
 # Bump when a definition below changes: publish re-saves the views only then (saving is slow).
-VIEWS_VERSION = 1
+VIEWS_VERSION = 2
 
 VIEW_NAMES = ("least-confident-masklets", "most-corrected-videos", "rejected-at-verification",
-              "gt-disagreement", "near-duplicates", "to-reannotate", "excluded", "needs-review")
+              "sent-back-at-verification", "gt-disagreement", "near-duplicates", "to-reannotate", "excluded", "needs-review")
 
 
 def build_views(ds, *, confidence_thresh: float = 0.7, gt_iou_thresh: float = 0.7) -> dict:
@@ -38,6 +39,11 @@ def build_views(ds, *, confidence_thresh: float = 0.7, gt_iou_thresh: float = 0.
         "rejected-at-verification": (
             ds.match(F("rejected_masklets") > 0)
             .filter_labels("frames.masks", F("status") == "rejected", only_matches=False)
+        ),
+        "sent-back-at-verification": (
+            ds.match(F("sent_back_masklets") > 0)
+            .filter_labels("frames.masks", (F("status") == "in_review")
+                           & F("source").starts_with("repropagated:"), only_matches=False)
         ),
         "gt-disagreement": (
             ds.match(F("gt_iou_mean") < gt_iou_thresh).sort_by("gt_iou_mean")

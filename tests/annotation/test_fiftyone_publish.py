@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from storage.blobs import LocalBlobStore
 from storage.db import session_scope
 from storage.masks import decode_rle
-from storage.schema import Masklet, MaskletStatus, PipelineRun
+from storage.schema import Masklet, MaskletStatus, PipelineRun, SourceKind
 from tests.fixtures_fiftyone import make_curation_data
 
 
@@ -90,6 +90,20 @@ def test_publish_full_then_noop_then_incremental(engine, blob_store, tmp_path, f
     statuses = ds.load_saved_view("rejected-at-verification").distinct(
         "frames.masks.detections.status")
     assert statuses == ["rejected"]
+
+    # Another video's masklet re-propagated and sent back at verification (unsatisfactory).
+    vid2 = data.video_ids[1]
+    mid2 = data.masklet_ids[vid2][0]
+    with engine.begin() as conn:
+        conn.execute(update(Masklet).where(Masklet.id == mid2).values(
+            source_kind=SourceKind.REPROPAGATED, status=MaskletStatus.IN_REVIEW))
+    publish(engine, blob_store, data.dataset, fo_dataset=fo_dataset_name)
+    ds.reload()
+    assert ds.match({"video_id": vid2}).first().sent_back_masklets == 1
+    sent_back = ds.load_saved_view("sent-back-at-verification")
+    assert sent_back.values("video_id") == [vid2]
+    assert sent_back.distinct("frames.masks.detections.status") == ["in_review"]
+    assert sent_back.distinct("frames.masks.detections.masklet_id") == [mid2]
 
     with session_scope(engine) as ses:
         run = ses.scalar(select(PipelineRun).where(PipelineRun.run_key == run_key(fo_dataset_name)))
