@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Re-trains the shipped base SAM 2 (models/sam2/checkpoints/dataengine_s128_base.pt) in its two
+# Re-trains the shipped base SAM 2 (models/sam2/checkpoints/dataengine_s128_base.pt) in its three
 # runs (see MODEL_CARD.md): stage 1 from scratch (image stage, then video stage), stage 2 a longer
-# video stage continued from stage 1 on fresh data at a lower learning rate. The shipped file was
+# video stage continued from stage 1 on fresh data at a lower learning rate, stage 3 continued from
+# stage 2 with 12-frame clips at a lower rate again. The shipped file was
 # trained under wall-clock budgets, one thread, on a 2-core machine shared with other work; by
 # default this replay is step-based with the step counts those runs reached, so it gives a model
 # of the same recipe, not a bit-identical file. BUDGETS=1 replays the wall-clock budgets instead.
@@ -12,9 +13,11 @@ DE=${DE:-.venv/bin/dataengine}
 if [[ "${BUDGETS:-0}" == "1" ]]; then
   STAGE1=(--image-steps 100000 --video-steps 100000 --image-minutes 40 --video-minutes 50)
   STAGE2=(--video-steps 100000 --video-minutes 105)
+  STAGE3=(--video-steps 100000 --video-minutes 100)
 else
   STAGE1=(--image-steps "${IMAGE_STEPS:-3500}" --video-steps "${VIDEO_STEPS:-1291}")
   STAGE2=(--video-steps "${CONTINUE_STEPS:-2908}")
+  STAGE3=(--video-steps "${STAGE3_STEPS:-3251}")
 fi
 export OMP_NUM_THREADS=1
 $DE train sam2 --out "$OUT/stage1" --seed 5000 "${STAGE1[@]}" \
@@ -23,4 +26,7 @@ $DE train sam2 --out "$OUT/stage1" --seed 5000 "${STAGE1[@]}" \
 $DE train sam2 --out "$OUT/stage2" --seed 6000 --init-checkpoint "$OUT/stage1/final.pt" \
   --image-steps 0 "${STAGE2[@]}" --video-lr 6e-4 --memory-lr-mult 3 --warmup-steps 100 \
   --no-balance-memory --threads 1
-echo "checkpoint: $OUT/stage2/final.pt"
+$DE train sam2 --out "$OUT/stage3" --seed 7000 --init-checkpoint "$OUT/stage2/final.pt" \
+  --image-steps 0 "${STAGE3[@]}" --video-lr 4e-4 --memory-lr-mult 3 --warmup-steps 100 \
+  --no-balance-memory --clip-frames 12 --clips-per-step 3 --threads 1
+echo "checkpoint: $OUT/stage3/final.pt"
