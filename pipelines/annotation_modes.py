@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from annotation.scripted_annotator import min_polygon  # noqa: F401  (one polygon rule for all)
-
 
 def measure_modes(segmenter, videos, *, threshold: float = 0.9, click_limit: int = 5,
                   click_patience: int | None = 1, time_model=None) -> dict:
@@ -16,7 +14,7 @@ def measure_modes(segmenter, videos, *, threshold: float = 0.9, click_limit: int
     object_ids); clicks follow the scripted annotator's policy (`refine_with_clicks`).
     Returns {mode: effort row}."""
     from annotation.labelstudio.effort import TimeModel
-    from annotation.scripted_annotator import Sam2ClickRefiner, refine_with_clicks
+    from annotation.scripted_annotator import Sam2ClickRefiner, min_polygon, refine_with_clicks
     from models.sam2.automatic import track_prompts
     from models.sam2.predict import Prompt
     from storage.masks import decode_rle, mask_iou

@@ -36,7 +36,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pipelines.annotation_modes import effort_row, measure_modes, min_polygon
+from pipelines.annotation_modes import effort_row, measure_modes
 from storage.schema import PipelineRun, RunStatus
 
 log = logging.getLogger(__name__)
@@ -265,6 +265,7 @@ def requeued_videos(ctx: RoundContext, round_id: int, exclude: list[int]) -> lis
 def first_frame_prompts(gt, threshold: float):
     """The annotator's first-frame masks (one per object visible on frame 0) and their cost in
     polygon vertices (fewest that reach the threshold)."""
+    from annotation.scripted_annotator import min_polygon
     from models.sam2.predict import Prompt
 
     prompts, vertices = [], 0
