@@ -157,7 +157,7 @@ class ScriptedAnnotatorConfig:
     iou_threshold: float = 0.9
     click_limit: int = 5
     # Clicks in a row that may fail to improve on the best mask before the annotator gives up and
-    # draws (None: always spend `click_limit`). 1 is what a person does with a model that is
+    # draws (0 or None: always spend `click_limit`). 1 is what a person does with a model that is
     # making the mask worse: undo once, then reach for the polygon tool.
     click_patience: int | None = 1
     match_min_iou: float = 0.05
@@ -357,7 +357,8 @@ def refine_with_clicks(refiner: ClickRefiner, session: Any, obj: int, prior: np.
                        patience: int | None = 1) -> tuple[np.ndarray, int]:
     """One frame's clicks (see the module doc, step 3): (best mask reached, clicks made). Stops at
     IoU >= threshold, after `limit` clicks, or after `patience` clicks in a row that did not beat
-    the best mask so far (the annotator undoes them: the best mask is what is kept)."""
+    the best mask so far (the annotator undoes them: the best mask is what is kept); 0 or None
+    never gives up early."""
     best, best_iou = prior, mask_iou(prior, target)
     current = prior
     points, labels = [], []
@@ -377,7 +378,7 @@ def refine_with_clicks(refiner: ClickRefiner, session: Any, obj: int, prior: np.
             misses += 1
         if best_iou >= threshold:
             return best, n
-        if patience is not None and misses >= patience:
+        if patience and misses >= patience:
             return best, n
     return best, limit
 

@@ -139,7 +139,7 @@ def scripted_cmd(
         return cache[name]
 
     bot = ScriptedAnnotator(client, refiner=refiner, config=ScriptedAnnotatorConfig(
-        iou_threshold=iou_threshold, click_limit=click_limit, click_patience=click_patience or None))
+        iou_threshold=iou_threshold, click_limit=click_limit, click_patience=click_patience))
     outcomes = bot.annotate_project(pid, gt_for)
     done = [o for o in outcomes if o.annotation_id is not None]
     summary = {"tasks": len(outcomes), "submitted": len(done),

@@ -399,7 +399,7 @@ def _annotate_and_wait(ctx: RoundContext, task_ids: list[int]) -> dict:
         bot = ScriptedAnnotator(ctx.client, refiner=Sam2ClickRefiner(loaded.segmenter),
                                 config=ScriptedAnnotatorConfig(iou_threshold=s.iou_threshold,
                                                                click_limit=s.click_limit,
-                                                               click_patience=s.click_patience or None))
+                                                               click_patience=s.click_patience))
         gts = {}
         for v in _round_videos(ctx, ing["video_ids"]):
             gts[Path(v.uri).stem] = _ground_truth(ctx, v.ground_truth_uri)
@@ -482,8 +482,8 @@ def repropagate_step(ctx: RoundContext) -> dict:
     """Frames a person corrected become mask prompts (kept exactly as drawn); SAM 2 propagates the
     rest of each masklet again (as in the SAM 2 engine, where edits are propagated, not drawn
     frame by frame). The result is stored as the round model's ``repropagated`` masklets,
-    awaiting verification (one transaction per video). A video that already has them is skipped: after a kill they may be in
-    verification tasks already, which refer to them by id."""
+    awaiting verification (one transaction per video). A video that already has them is skipped:
+    after a kill they may be in verification tasks already, which refer to them by id."""
     from models.sam2.automatic import track_prompts
     from models.sam2.predict import Prompt
     from pipelines.preannotate import to_records
@@ -755,7 +755,7 @@ def effort_step(ctx: RoundContext) -> dict:
            "videos": len(ing["video_ids"]),
            "requeued_videos": len(ing.get("requeued_video_ids") or [])}
     with session_scope(ctx.engine) as s:
-        rnd = s.get(AnnotationRound, ctx.result("ingest")["round_id"])
+        rnd = s.get(AnnotationRound, ing["round_id"])
         rnd.status = RoundStatus.COMPLETED
         rnd.finished_at = dt.datetime.now(dt.timezone.utc)
         rnd.settings = {**(rnd.settings or {}), "effort": row}
@@ -796,7 +796,7 @@ def modes_step(ctx: RoundContext) -> dict:
                            frames=s.round_frames, objects=s.round_objects)
     return measure_modes(ctx.segmenter(ing["model_version"]).segmenter, vids,
                          threshold=s.iou_threshold, click_limit=s.click_limit,
-                         click_patience=s.click_patience or None)
+                         click_patience=s.click_patience)
 
 
 STEP_FUNCTIONS["modes"] = modes_step

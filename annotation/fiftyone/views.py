@@ -20,7 +20,8 @@ __all__ = ["VIEWS_VERSION", "VIEW_NAMES", "build_views", "save_views"]
 VIEWS_VERSION = 2
 
 VIEW_NAMES = ("least-confident-masklets", "most-corrected-videos", "rejected-at-verification",
-              "sent-back-at-verification", "gt-disagreement", "near-duplicates", "to-reannotate", "excluded", "needs-review")
+              "sent-back-at-verification", "gt-disagreement", "near-duplicates", "to-reannotate",
+              "excluded", "needs-review")
 
 
 def build_views(ds, *, confidence_thresh: float = 0.7, gt_iou_thresh: float = 0.7) -> dict:

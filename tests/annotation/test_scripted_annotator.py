@@ -89,6 +89,9 @@ def test_annotator_gives_up_on_clicks_that_do_not_help_and_keeps_the_best_mask()
     ref = _ReplayRefiner([worse] * 5)
     _, clicks = refine_with_clicks(ref, {}, 1, prior, target, threshold=0.9, limit=5, patience=None)
     assert clicks == 5
+    ref = _ReplayRefiner([worse] * 5)  # 0 (the settings' spelling of "off") is the same
+    _, clicks = refine_with_clicks(ref, {}, 1, prior, target, threshold=0.9, limit=5, patience=0)
+    assert clicks == 5
 
 
 def test_time_model_adds_up():
