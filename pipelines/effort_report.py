@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 COLUMNS = ("frames_edited_pct", "clicks_per_frame", "clicks_per_edited_frame", "seconds_per_frame")
-ROUND_COLUMNS = ("round",) + COLUMNS + ("accepted_first_pass_pct", "val_jf", "promoted", "model_version")
+ROUND_COLUMNS = ("round",) + COLUMNS + ("accepted_first_pass_pct", "val_jf", "promoted", "model_version",
+                                         "train_seconds")
 
 
 def load_rows(engine, dataset: str) -> tuple[dict, list[dict]]:

@@ -592,6 +592,13 @@ def training_videos(ctx: RoundContext) -> tuple[list, list[int]]:
     return vids, sorted(rounds)
 
 
+def training_budget(s) -> dict:
+    """What one round's fine-tuning may spend (settings), stored with the candidate and reported."""
+    return {"image_steps": s.train_image_steps, "video_steps": s.train_video_steps,
+            "clip_frames": s.train_clip_frames or s.round_frames,
+            "clips_per_step": s.train_clips_per_step, "workers": s.ray_num_workers}
+
+
 def train_step(ctx: RoundContext) -> dict:
     """Fine-tune the round's production model on Ray; register ONE candidate version per training
     (a re-run after a kill finds the version by its run key and does not train again)."""
@@ -614,7 +621,8 @@ def train_step(ctx: RoundContext) -> dict:
                       seed=round_video_seed(ctx.seed, ctx.round_number) + 5,
                       domain="base", pool_size=16, video_frames=s.round_frames,
                       image_steps=s.train_image_steps, image_batch=8, image_lr=5e-4,
-                      video_steps=s.train_video_steps, clips_per_step=2, clip_frames=8,
+                      video_steps=s.train_video_steps, clips_per_step=s.train_clips_per_step,
+                      clip_frames=s.train_clip_frames or s.round_frames,
                       video_lr=3e-4, warmup_steps=5, replay_fraction=s.train_replay_fraction,
                       val_videos=2, val_every=10**9, checkpoint_every=10**9, log_every=10,
                       balance_memory=False, threads=1)
@@ -625,8 +633,7 @@ def train_step(ctx: RoundContext) -> dict:
                        storage_dir=ctx.work / "ray" / ctx.dataset,
                        name=f"{ctx.dataset}-round{ctx.round_number}")
     metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str))}
-    metrics["budget"] = {"image_steps": s.train_image_steps, "video_steps": s.train_video_steps,
-                         "workers": s.ray_num_workers}
+    metrics["budget"] = training_budget(s)
     info = reg.register(SAM2_FAMILY, res.checkpoint_path,
                         config={"config": parent.config, "run_key": key},
                         metrics=metrics, parent_version=ing["model_version"], rounds=rounds,
@@ -742,6 +749,7 @@ def effort_step(ctx: RoundContext) -> dict:
 
     eff = round_effort(ctx)
     ing, gate_r, rep = ctx.result("ingest"), ctx.result("gate"), ctx.result("verify")
+    train = ctx.result("train")
     row = {"round": ctx.round_number, "mode": "interactive", **eff,
            "accepted_first_pass_pct": rep.get("accepted_first_pass_pct"),
            "verification_seconds_per_frame": (round(verification_seconds(ctx) / eff["frames"], 3)
@@ -753,7 +761,11 @@ def effort_step(ctx: RoundContext) -> dict:
            "model_version": gate_r.get("production"),
            "annotated_with": ing["model_version"],
            "videos": len(ing["video_ids"]),
-           "requeued_videos": len(ing.get("requeued_video_ids") or [])}
+           "requeued_videos": len(ing.get("requeued_video_ids") or []),
+           # a re-run that found the round's candidate already trained has no seconds of its own
+           "train_seconds": (round(train["seconds"], 1) if train.get("seconds") is not None
+                             else None),
+           "train_budget": training_budget(ctx.settings)}
     with session_scope(ctx.engine) as s:
         rnd = s.get(AnnotationRound, ing["round_id"])
         rnd.status = RoundStatus.COMPLETED
@@ -837,7 +849,8 @@ def run_rounds(settings, rounds: int, seed: int, *, dataset: str | None = None,
     report = write_report(settings, dataset, modes or {}, rows)
     keys = ("round", "frames_edited_pct", "clicks_per_frame", "clicks_per_edited_frame",
             "seconds_per_frame", "val_jf", "promoted", "model_version", "accepted_first_pass_pct",
-            "verification_seconds_per_frame", "videos", "requeued_videos")
+            "verification_seconds_per_frame", "videos", "requeued_videos", "train_seconds",
+            "train_budget")
     mode_keys = ("frames_edited_pct", "clicks_per_frame", "clicks_per_edited_frame",
                  "seconds_per_frame")
     return {"modes": {m: {k: r.get(k) for k in mode_keys} | {"val_jf": rows[0].get("round_model_val_jf") if rows else None}

@@ -89,6 +89,18 @@ class TrainConfig:
     feature_rms_target: float = 1.0
     weights: dict = field(default_factory=lambda: asdict(LossWeights()))
 
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Refuse clip settings the videos cannot serve, where the config is made (before a Ray
+        cluster starts) and again in the trainer (fields may have been changed since)."""
+        if not 2 <= self.clip_frames <= self.video_frames:
+            raise ValueError(f"clip_frames must be between 2 and video_frames ({self.video_frames}), "
+                             f"got {self.clip_frames}")
+        if self.clips_per_step < 1:
+            raise ValueError(f"clips_per_step must be >= 1, got {self.clips_per_step}")
+
 
 def normalize_frames(frames_uint8: np.ndarray) -> torch.Tensor:
     """uint8 [N,H,W,3] -> float [N,3,H,W] with SAM 2's ImageNet normalisation (the predictor's)."""
@@ -158,11 +170,7 @@ def _point_prompt(masks: torch.Tensor, kind: str) -> dict:
 class Sam2Trainer:
     def __init__(self, cfg: TrainConfig, extra_videos: list[SyntheticVideo] | None = None,
                  progress: Callable[[dict], None] | None = None):
-        if not 2 <= cfg.clip_frames <= cfg.video_frames:
-            raise ValueError(f"clip_frames must be between 2 and video_frames ({cfg.video_frames}), "
-                             f"got {cfg.clip_frames}")
-        if cfg.clips_per_step < 1:
-            raise ValueError(f"clips_per_step must be >= 1, got {cfg.clips_per_step}")
+        cfg.check()
         self.cfg = cfg
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)

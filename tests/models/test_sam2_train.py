@@ -108,7 +108,11 @@ def test_lr_schedule_warms_up_then_decays():
 
 def test_clip_length_outside_the_videos_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="clip_frames must be between 2 and video_frames"):
-        Sam2Trainer(TrainConfig(out_dir=str(tmp_path), video_frames=12, clip_frames=16))
+        TrainConfig(out_dir=str(tmp_path), video_frames=12, clip_frames=16)
     with pytest.raises(ValueError, match="clips_per_step"):
-        Sam2Trainer(TrainConfig(out_dir=str(tmp_path), clips_per_step=0))
+        TrainConfig(out_dir=str(tmp_path), clips_per_step=0)
+    cfg = TrainConfig(out_dir=str(tmp_path), video_frames=12, clip_frames=12)
+    cfg.clip_frames = 13  # changed after construction: the trainer checks again
+    with pytest.raises(ValueError, match="clip_frames must be between 2 and video_frames"):
+        Sam2Trainer(cfg)
     assert not any(tmp_path.iterdir())  # nothing written

@@ -60,6 +60,8 @@ def test_one_round_end_to_end_and_resume(tmp_path, pg_url, labelstudio, ls_clien
     assert out["sync"]["applied"] >= 1
     assert out["train"]["candidate"] and out["train"]["reused"] is False
     assert eff["val_jf"] is not None
+    # the round reports what its training spent: whole 8-frame round videos as clips by default
+    assert eff["train_seconds"] > 0 and eff["train_budget"]["clip_frames"] == 8
 
     # Verification: every re-propagated masklet judged once in Label Studio, synced back.
     ver = out["verify"]

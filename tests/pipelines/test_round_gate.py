@@ -20,6 +20,19 @@ def test_gate_rule():
     assert not gate({"jf_mask": None}, {"jf_mask": 0.70}, "jf_mask", 0.0)
 
 
+def test_round_training_clips_must_fit_the_round_videos(tmp_path):
+    from pydantic import ValidationError
+
+    from pipelines.settings import Settings
+
+    msg = r"train_clip_frames \(12\) must be between 2 and round_frames \(8\)"
+    with pytest.raises(ValidationError, match=msg):
+        Settings(work_dir=tmp_path, round_frames=8, train_clip_frames=12)
+    with pytest.raises(ValidationError, match="train_clips_per_step"):
+        Settings(work_dir=tmp_path, train_clips_per_step=0)
+    assert Settings(work_dir=tmp_path, round_frames=8).train_clip_frames is None  # whole videos
+
+
 def test_step_ledger_runs_a_finished_step_once(tmp_path, sqlite_url):
     from pipelines.round_steps import run_step
     from storage.db import make_engine
