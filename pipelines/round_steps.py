@@ -617,12 +617,13 @@ def train_step(ctx: RoundContext) -> dict:
     if not videos:
         return {"candidate": None, "reason": "no corrected masklets yet"}
     parent = ctx.segmenter(ing["model_version"])
+    budget = training_budget(s)
     cfg = TrainConfig(init_checkpoint=str(parent.checkpoint), config=parent.config,
                       seed=round_video_seed(ctx.seed, ctx.round_number) + 5,
                       domain="base", pool_size=16, video_frames=s.round_frames,
                       image_steps=s.train_image_steps, image_batch=8, image_lr=5e-4,
-                      video_steps=s.train_video_steps, clips_per_step=s.train_clips_per_step,
-                      clip_frames=s.train_clip_frames or s.round_frames,
+                      video_steps=s.train_video_steps, clips_per_step=budget["clips_per_step"],
+                      clip_frames=budget["clip_frames"],
                       video_lr=3e-4, warmup_steps=5, replay_fraction=s.train_replay_fraction,
                       val_videos=2, val_every=10**9, checkpoint_every=10**9, log_every=10,
                       balance_memory=False, threads=1)
@@ -633,7 +634,7 @@ def train_step(ctx: RoundContext) -> dict:
                        storage_dir=ctx.work / "ray" / ctx.dataset,
                        name=f"{ctx.dataset}-round{ctx.round_number}")
     metrics = {k: v for k, v in res.metrics.items() if isinstance(v, (int, float, str))}
-    metrics["budget"] = training_budget(s)
+    metrics["budget"] = budget
     info = reg.register(SAM2_FAMILY, res.checkpoint_path,
                         config={"config": parent.config, "run_key": key},
                         metrics=metrics, parent_version=ing["model_version"], rounds=rounds,
