@@ -70,6 +70,8 @@ def train_sam2_cmd(
     clip_frames: int = typer.Option(8, help="Video stage: frames per training clip (longer clips teach "
                                             "objects that leave the frame and come back)."),
     clips_per_step: int = typer.Option(4, help="Video stage: clips per step."),
+    leave_prob: float = typer.Option(0.25, help="Share of objects (after the first) that leave the frame "
+                                                "and come back in the training videos."),
     threads: int = typer.Option(2, help="CPU threads for torch (1 when other work shares the cores)."),
     balance_memory: bool = typer.Option(
         True, help="Rescale the memory path before the video stage (training from scratch; "
@@ -85,7 +87,7 @@ def train_sam2_cmd(
                       image_lr=image_lr, video_lr=video_lr, memory_lr_mult=memory_lr_mult,
                       warmup_steps=warmup_steps, image_batch=image_batch, balance_memory=balance_memory,
                       image_objects=_int_pair(image_objects, "--image-objects"),
-                      clip_frames=clip_frames, clips_per_step=clips_per_step,
+                      clip_frames=clip_frames, clips_per_step=clips_per_step, leave_prob=leave_prob,
                       image_budget_s=image_minutes * 60 if image_minutes else None,
                       video_budget_s=video_minutes * 60 if video_minutes else None)
 

@@ -116,3 +116,21 @@ def test_clip_length_outside_the_videos_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="clip_frames must be between 2 and video_frames"):
         Sam2Trainer(cfg)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_training_pool_shows_exits_as_often_as_leave_prob_says(tmp_path):
+    from models.sam2.train import VideoPool
+
+    def exits(leave_prob: float) -> int:
+        """Objects that are out of view on some frame after being seen (left the frame)."""
+        cfg = TrainConfig(out_dir=str(tmp_path), pool_size=40, max_objects=3, leave_prob=leave_prob)
+        pool = VideoPool(cfg)
+        n = 0
+        for v in pool.synthetic:
+            seen = v.masks.reshape(v.masks.shape[0], v.masks.shape[1], -1).any(-1)  # [T, O]
+            n += int(((~seen) & np.maximum.accumulate(seen, axis=0)).any(0).sum())
+        return n
+
+    assert exits(0.9) > exits(0.0) + 10
+    with pytest.raises(ValueError, match="leave_prob"):
+        TrainConfig(out_dir=str(tmp_path), leave_prob=1.5)
