@@ -47,7 +47,8 @@ class TrainConfig:
     # Share of objects (after the first) that swing out of the frame and come back. The training
     # pool may show exits more often than the evaluation videos do (their default, 0.25): an
     # object that leaves and its neighbour's mask taking its place is the commonest tracking
-    # failure left (docs/sam2.md). Validation videos keep the default so runs stay comparable.
+    # failure left (docs/sam2.md); 0.5 did not fix it in one 80-minute run (MODEL_CARD.md), so the
+    # shipped model keeps the default. Validation videos keep it too, so runs stay comparable.
     leave_prob: float = 0.25
     pool_size: int = 240
     pool_refresh: int = 2  # videos replaced in the pool per step (fresh data, bounded memory)

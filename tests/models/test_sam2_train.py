@@ -8,7 +8,7 @@ import torch
 
 from models.sam2.build import build_sam2, read_state_dict
 from models.sam2.losses import LossWeights, dice_loss, focal_loss, hard_iou, mask_losses
-from models.sam2.train import Sam2Trainer, TrainConfig, lr_at
+from models.sam2.train import Sam2Trainer, TrainConfig, VideoPool, lr_at
 
 pytestmark = pytest.mark.sam2
 
@@ -119,8 +119,6 @@ def test_clip_length_outside_the_videos_is_refused_before_any_work(tmp_path):
 
 
 def test_training_pool_shows_exits_as_often_as_leave_prob_says(tmp_path):
-    from models.sam2.train import VideoPool
-
     def exits(leave_prob: float) -> int:
         """Objects that are out of view on some frame after being seen (left the frame)."""
         cfg = TrainConfig(out_dir=str(tmp_path), pool_size=40, max_objects=3, leave_prob=leave_prob)

@@ -3,10 +3,10 @@
 # runs (see MODEL_CARD.md): stage 1 from scratch (image stage, then video stage), stage 2 a longer
 # video stage continued from stage 1 on fresh data at a lower learning rate, stage 3 continued from
 # stage 2 with 12-frame clips at a lower rate again, stage 4 continued from stage 3 with whole
-# 24-frame videos as clips, stage 5 continued from stage 4 the same way at a lower rate. The shipped file was
-# trained under wall-clock budgets, one thread, on a 2-core machine shared with other work; by
-# default this replay is step-based with the step counts those runs reached, so it gives a model
-# of the same recipe, not a bit-identical file. BUDGETS=1 replays the wall-clock budgets instead.
+# 24-frame videos as clips, stage 5 continued from stage 4 the same way at a lower rate. The
+# shipped file was trained under wall-clock budgets, one thread, on a 2-core machine shared with
+# other work; by default this replay is step-based with the step counts those runs reached, so it
+# gives a model of the same recipe, not a bit-identical file. BUDGETS=1 replays the wall-clock budgets instead.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 OUT=${OUT:-.work/train/reproduce}
