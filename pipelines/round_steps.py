@@ -612,7 +612,8 @@ def train_step(ctx: RoundContext) -> dict:
     reg = ctx.registry
     for info in reg.list(SAM2_FAMILY):
         if (info.config or {}).get("run_key") == key:
-            return {"candidate": info.version, "reused": True, "metrics": info.metrics}
+            return {"candidate": info.version, "reused": True, "metrics": info.metrics,
+                    "budget": (info.metrics or {}).get("budget")}
     videos, rounds = training_videos(ctx)
     if not videos:
         return {"candidate": None, "reason": "no corrected masklets yet"}
@@ -621,14 +622,14 @@ def train_step(ctx: RoundContext) -> dict:
     cfg = TrainConfig(init_checkpoint=str(parent.checkpoint), config=parent.config,
                       seed=round_video_seed(ctx.seed, ctx.round_number) + 5,
                       domain="base", pool_size=16, video_frames=s.round_frames,
-                      image_steps=s.train_image_steps, image_batch=8, image_lr=5e-4,
-                      video_steps=s.train_video_steps, clips_per_step=budget["clips_per_step"],
+                      image_steps=budget["image_steps"], image_batch=8, image_lr=5e-4,
+                      video_steps=budget["video_steps"], clips_per_step=budget["clips_per_step"],
                       clip_frames=budget["clip_frames"],
                       video_lr=3e-4, warmup_steps=5, replay_fraction=s.train_replay_fraction,
                       val_videos=2, val_every=10**9, checkpoint_every=10**9, log_every=10,
                       balance_memory=False, threads=1)
     cluster = RayClusterSpec(address=s.ray_address, num_cpus=s.ray_num_cpus,
-                             object_store_mb=s.ray_object_store_mb, num_workers=s.ray_num_workers,
+                             object_store_mb=s.ray_object_store_mb, num_workers=budget["workers"],
                              gpu_per_worker=s.gpu_per_worker, env=s.ray_env())
     res = train_on_ray(cfg, videos, ctx.blobs, cluster=cluster,
                        storage_dir=ctx.work / "ray" / ctx.dataset,
@@ -640,7 +641,7 @@ def train_step(ctx: RoundContext) -> dict:
                         metrics=metrics, parent_version=ing["model_version"], rounds=rounds,
                         notes=f"fine-tuned on rounds {rounds} of {ctx.dataset} (Ray Train)")
     return {"candidate": info.version, "reused": False, "rounds": rounds,
-            "train_videos": len(videos), "seconds": res.seconds}
+            "train_videos": len(videos), "seconds": res.seconds, "budget": budget}
 
 
 # --- 8. the gate -----------------------------------------------------------------------------------
@@ -766,7 +767,9 @@ def effort_step(ctx: RoundContext) -> dict:
            # a re-run that found the round's candidate already trained has no seconds of its own
            "train_seconds": (round(train["seconds"], 1) if train.get("seconds") is not None
                              else None),
-           "train_budget": training_budget(ctx.settings)}
+           # what the candidate was trained with (stored with it), not today's settings; None
+           # when the round trained nothing
+           "train_budget": train.get("budget")}
     with session_scope(ctx.engine) as s:
         rnd = s.get(AnnotationRound, ing["round_id"])
         rnd.status = RoundStatus.COMPLETED
