@@ -6,7 +6,8 @@
 # 24-frame videos as clips, stage 5 continued from stage 4 the same way at a lower rate. The
 # shipped file was trained under wall-clock budgets, one thread, on a 2-core machine shared with
 # other work; by default this replay is step-based with the step counts those runs reached, so it
-# gives a model of the same recipe, not a bit-identical file. BUDGETS=1 replays the wall-clock budgets instead.
+# gives a model of the same recipe, not a bit-identical file. BUDGETS=1 replays the wall-clock
+# budgets instead.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 OUT=${OUT:-.work/train/reproduce}
